@@ -1,0 +1,1 @@
+"""The ``shardcorn`` command: click options generated from the settings in ``config``."""

@@ -1,0 +1,110 @@
+"""Logging: the two loggers (``shardcorn.error``, ``shardcorn.access``), levels and colours.
+
+The access log is the familiar ``client - "GET /path HTTP/1.1" 200`` line. Every field that
+came from the network is escaped, so a client cannot forge log lines or send terminal codes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import os
+import sys
+from typing import Any
+
+TRACE = 5
+logging.addLevelName(TRACE, "TRACE")
+
+LEVELS = {
+    "critical": logging.CRITICAL,
+    "error": logging.ERROR,
+    "warning": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+    "trace": TRACE,
+}
+
+error_log = logging.getLogger("shardcorn.error")
+access_log = logging.getLogger("shardcorn.access")
+
+# Control characters (C0, DEL, C1) become \xNN; a backslash is doubled so escapes are unambiguous.
+_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+_ESCAPES[ord("\\")] = "\\\\"
+
+
+def level_number(name: str) -> int:
+    return LEVELS[name]
+
+
+def escape(text: str) -> str:
+    """Make a network-supplied string safe to put in a log line."""
+    return text.translate(_ESCAPES)
+
+
+def escape_bytes(data: bytes) -> str:
+    return escape(data.decode("latin-1"))
+
+
+_COLOURS = {
+    TRACE: "\x1b[34m",
+    logging.DEBUG: "\x1b[36m",
+    logging.INFO: "\x1b[32m",
+    logging.WARNING: "\x1b[33m",
+    logging.ERROR: "\x1b[31m",
+    logging.CRITICAL: "\x1b[91m",
+}
+
+
+class LevelPrefixFormatter(logging.Formatter):
+    """``INFO:     message`` like uvicorn, optionally with the level coloured."""
+
+    def __init__(self, fmt: str | None = None, use_colors: bool = False) -> None:
+        super().__init__(fmt or "%(levelprefix)s %(message)s")
+        self.use_colors = use_colors
+
+    def format(self, record: logging.LogRecord) -> str:
+        name = record.levelname
+        pad = " " * max(0, 8 - len(name))
+        if self.use_colors:
+            name = f"{_COLOURS.get(record.levelno, '')}{name}\x1b[0m"
+        record.levelprefix = f"{name}:{pad}"
+        return super().format(record)
+
+
+def configure_logging(
+    log_level: str = "info",
+    use_colors: bool | None = None,
+    access_log_enabled: bool = True,
+    log_config: str | None = None,
+) -> None:
+    """Set up the shardcorn loggers (idempotent: the handlers are replaced, not added)."""
+    if log_config:
+        _load_log_config(log_config)
+    else:
+        colours = sys.stderr.isatty() if use_colors is None else use_colors
+        for logger, stream in ((error_log, sys.stderr), (access_log, sys.stdout)):
+            handler = logging.StreamHandler(stream)
+            handler.setFormatter(LevelPrefixFormatter(use_colors=colours))
+            logger.handlers[:] = [handler]
+            logger.propagate = False
+    level = LEVELS[log_level]
+    error_log.setLevel(level)
+    access_log.setLevel(level if access_log_enabled else logging.CRITICAL + 1)
+    logging.getLogger("shardcorn").setLevel(level)
+
+
+def _load_log_config(path: str) -> None:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"log config file not found: {path}")
+    if path.endswith(".json"):
+        with open(path, encoding="utf-8") as fh:
+            logging.config.dictConfig(json.load(fh))
+    elif path.endswith((".yaml", ".yml")):
+        import yaml
+
+        with open(path, encoding="utf-8") as fh:
+            loaded: Any = yaml.safe_load(fh)
+        logging.config.dictConfig(loaded)
+    else:
+        logging.config.fileConfig(path, disable_existing_loggers=False)

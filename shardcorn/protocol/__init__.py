@@ -1,0 +1,1 @@
+"""Per-connection protocols: HTTP/1.1 on httptools, WebSocket on wsproto, lifespan, adapters."""

@@ -1,0 +1,532 @@
+"""The HTTP/1.1 connection: httptools parses, this class turns its callbacks into cycles.
+
+Bytes arrive in :meth:`HttpProtocol.data_received` and go to the httptools parser, whose
+callbacks build each request's scope. A request whose head is complete becomes a
+:class:`RequestCycle`; cycles run one at a time, in order (pipelined requests wait their turn
+with their bodies buffered). Anything malformed is answered by the protocol itself (4xx/5xx
+and close) without calling the app, after the responses to the requests before it.
+
+Limits guard the parser (httptools itself has none): the request line (414), the total
+size and number of header fields (431), and the time to receive a head (408).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from time import perf_counter
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import httptools
+
+from shardcorn.logs import error_log, escape
+from shardcorn.metrics.stats import ShardStats
+from shardcorn.protocol.context import Connection, ShardContext
+from shardcorn.protocol.cycle import BODY_HIGH_WATER, RequestCycle
+from shardcorn.protocol.errors import ProtocolError, error_response
+from shardcorn.protocol.proxy import apply_proxy_headers, peer_is_trusted
+
+# How many parsed requests may wait behind the one being answered before we stop reading.
+MAX_PIPELINE = 16
+# Resume reading a paused request body once the app has taken it below this.
+BODY_LOW_WATER = BODY_HIGH_WATER // 4
+
+
+def _decode_path(raw_path: bytes) -> str:
+    if b"%" not in raw_path and raw_path.isascii():
+        return raw_path.decode("ascii")
+    return unquote_to_bytes(raw_path).decode("utf-8", "replace")
+
+
+def get_address(transport: asyncio.BaseTransport, name: str) -> tuple[str, int] | None:
+    info = transport.get_extra_info(name)
+    if isinstance(info, (list, tuple)) and len(info) >= 2:
+        return (str(info[0]), int(info[1]))
+    return None
+
+
+class HttpProtocol(asyncio.Protocol, Connection):
+    def __init__(self, ctx: ShardContext) -> None:
+        self.ctx = ctx
+        self.loop = ctx.loop
+        self.app = ctx.app
+        self.stats: ShardStats = ctx.stats
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.client: tuple[str, int] | None = None
+        self.server: tuple[str, int] | None = None
+        self.scheme = "https" if ctx.ssl_context is not None else "http"
+        self.trusted_peer = False
+        # the request being parsed
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_size = 0
+        self.in_head = False
+        self.host_headers = 0
+        self.expect_100 = False
+        self.forwarded = False
+        self.websocket_upgrade = False
+        self.upgrade_scope: dict[str, Any] | None = None
+        self.parsing: RequestCycle | None = None
+        # the request being answered, and those parsed behind it
+        self.cycle: RequestCycle | None = None
+        self.pipeline: deque[RequestCycle] = deque()
+        self.requests_seen = 0
+        self.pending_error: ProtocolError | None = None
+        self.read_paused = False
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.keepalive_handle: asyncio.TimerHandle | None = None
+        self.head_deadline: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    # -- connection lifecycle --------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a stream transport
+        self.server = get_address(transport, "sockname")
+        self.client = get_address(transport, "peername")
+        trusted = self.ctx.trusted
+        self.trusted_peer = trusted is not None and peer_is_trusted(
+            trusted, self.client[0] if self.client else None
+        )
+        self.ctx.connections.add(self)
+        self.stats.connection_opened()
+        if self.ctx.shutting_down:
+            self.closed = True
+            transport.close()
+            return
+        self._arm_keepalive()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed and self not in self.ctx.connections:
+            return
+        self.closed = True
+        self.ctx.forget(self)
+        self.stats.connection_closed()
+        self._cancel_keepalive()
+        if self.head_deadline is not None:
+            self.head_deadline.cancel()
+            self.head_deadline = None
+        for cycle in (self.cycle, self.parsing, *self.pipeline):
+            if cycle is not None and not cycle.disconnected:
+                cycle.disconnect()
+        self.pipeline.clear()
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self.drain_waiter = None
+
+    # -- reading ---------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.keepalive_handle is not None:
+            self._cancel_keepalive()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._upgrade(data, upgrade)
+            return
+        except httptools.HttpParserError as exc:
+            self._parse_failed(exc)
+            return
+        if self.in_head:
+            # The head is incomplete: bound its size (httptools keeps no limit of its own)
+            # and its time (a client trickling bytes must not hold the slot forever).
+            self.head_size += len(data)
+            if self.head_size > self.ctx.config.limit_request_headers + self.ctx.config.limit_request_line:
+                self._protocol_error(ProtocolError(431, "Request Header Fields Too Large"))
+                return
+            if self.head_deadline is None:
+                self.head_deadline = self.loop.call_later(
+                    self.ctx.config.timeout_request_header, self._head_timed_out
+                )
+        self._start_next()
+
+    def _parse_failed(self, exc: Exception) -> None:
+        error = self.pending_error
+        if error is None:
+            message = str(exc)
+            status = 400
+            if "version" in message.lower():
+                status = 505
+            elif "transfer-encoding" in message.lower() and "invalid" in message.lower():
+                status = 400
+            error = ProtocolError(status, message or "Bad Request")
+        self._protocol_error(error)
+
+    def _protocol_error(self, error: ProtocolError) -> None:
+        """Refuse the request being parsed. Requests before it are answered first."""
+        self.pending_error = error
+        self.in_head = False
+        parsing, self.parsing = self.parsing, None
+        if parsing is not None:
+            if parsing is self.cycle and parsing.launched:
+                # The app is already reading this body: it gets http.disconnect, and the
+                # client gets the error now if no response has started.
+                parsing.disconnect()
+                if not parsing.writer.head_sent:
+                    self.cycle = None
+                    self._send_error_and_close(error)
+                else:
+                    self.abort()
+                return
+            # A request whose body is broken never reaches the app.
+            if parsing is self.cycle:
+                self.cycle = None
+            elif parsing in self.pipeline:
+                self.pipeline.remove(parsing)
+        self.pause_reading()
+        self._start_next()
+
+    def _send_error_and_close(self, error: ProtocolError) -> None:
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        if self.ctx.trace_enabled or error.status >= 500:
+            error_log.warning("Invalid HTTP request: %s", escape(error.reason))
+        else:
+            error_log.debug("Invalid HTTP request: %s", escape(error.reason))
+        self.stats.bad_request(error.status)
+        detail = None if error.status != 400 else "Bad Request"
+        transport.write(error_response(error.status, self.ctx.default_headers, detail))
+        self._close()
+
+    # -- httptools callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.head_size = 0
+        self.in_head = True
+        self.host_headers = 0
+        self.expect_100 = False
+        self.forwarded = False
+        self.websocket_upgrade = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > self.ctx.config.limit_request_line:
+            self.pending_error = ProtocolError(414, "URI Too Long")
+            raise self.pending_error
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        headers = self.headers
+        headers.append((name, value))
+        self.head_size += len(name) + len(value) + 4
+        config = self.ctx.config
+        if len(headers) > config.limit_request_fields or self.head_size > config.limit_request_headers:
+            self.pending_error = ProtocolError(431, "Request Header Fields Too Large")
+            raise self.pending_error
+        if name == b"host":
+            self.host_headers += 1
+        elif name == b"expect":
+            if value.lower() == b"100-continue":
+                self.expect_100 = True
+        elif name == b"transfer-encoding":
+            # RFC 9112 6.1: we only implement chunked; any other coding is 501.
+            codings = [c.strip().lower() for c in value.split(b",")]
+            if any(c != b"chunked" for c in codings if c):
+                self.pending_error = ProtocolError(501, "Unsupported Transfer-Encoding")
+                raise self.pending_error
+        elif name == b"upgrade":
+            if value.lower() == b"websocket":
+                self.websocket_upgrade = True
+        elif name[:12] == b"x-forwarded-":
+            self.forwarded = True
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.head_size = 0
+        if self.head_deadline is not None:
+            self.head_deadline.cancel()
+            self.head_deadline = None
+        parser = self.parser
+        http_version = parser.get_http_version()
+        if http_version != "1.1" and http_version != "1.0":
+            self.pending_error = ProtocolError(505, "HTTP Version Not Supported")
+            raise self.pending_error
+        if http_version == "1.1" and self.host_headers != 1:
+            # RFC 9112 3.2: a 1.1 request without exactly one Host is a 400.
+            self.pending_error = ProtocolError(400, "missing or duplicate Host header")
+            raise self.pending_error
+        url = self.url
+        if url[:1] == b"/":
+            raw_path, _, query = url.partition(b"?")
+            if b"#" in query:
+                query = query.partition(b"#")[0]
+        elif url == b"*":
+            raw_path, query = url, b""
+        else:
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                self.pending_error = ProtocolError(400, "invalid request target")
+                raise self.pending_error from None
+            raw_path = parsed.path or b"/"
+            query = parsed.query or b""
+        if b"#" in raw_path:
+            raw_path = raw_path.partition(b"#")[0]
+        ctx = self.ctx
+        root_path = ctx.root_path
+        path = _decode_path(raw_path)
+        if root_path:
+            path = root_path + path
+            raw_path = root_path.encode("ascii", "replace") + raw_path
+        method = parser.get_method().decode("ascii", "replace")
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": ctx.asgi_version,
+            "http_version": http_version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": method,
+            "root_path": root_path,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "headers": self.headers,
+            "state": ctx.lifespan_state.copy(),
+        }
+        if self.forwarded and self.trusted_peer:
+            apply_proxy_headers(scope, self.headers, ctx.trusted)
+        if self.websocket_upgrade and ctx.ws_enabled and parser.should_upgrade():
+            # Handed to the WebSocket protocol when httptools raises HttpParserUpgrade.
+            self.parsing = None
+            self.upgrade_scope = scope
+            return
+        cycle = RequestCycle(self, scope, parser.should_keep_alive(), self.expect_100)
+        self.requests_seen += 1
+        if self.websocket_upgrade or parser.should_upgrade():
+            # An upgrade we do not perform (RFC 9110 7.8 lets us ignore it): serve it as
+            # plain HTTP, then close, since the bytes after it are not HTTP.
+            cycle.keep_alive = False
+        if ctx.over_limit():
+            self.stats.concurrency_rejected()
+            self.pending_error = ProtocolError(503, "Service Unavailable")
+            raise self.pending_error
+        self.parsing = cycle
+        if self.cycle is None:
+            self.cycle = cycle
+        else:
+            self.pipeline.append(cycle)
+            if len(self.pipeline) >= MAX_PIPELINE:
+                self.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.parsing
+        if cycle is not None:
+            cycle.feed_body(body)
+
+    def on_message_complete(self) -> None:
+        cycle = self.parsing
+        if cycle is not None:
+            self.parsing = None
+            cycle.end_body()
+
+    # -- running cycles --------------------------------------------------------------------
+    def _start_next(self) -> None:
+        """Start the current cycle if it has not run; send a deferred error when idle."""
+        cycle = self.cycle
+        if cycle is not None:
+            if not cycle.launched:
+                self._launch(cycle)
+            return
+        error = self.pending_error
+        if error is not None:
+            self._send_error_and_close(error)
+
+    def _launch(self, cycle: RequestCycle) -> None:
+        ctx = self.ctx
+        ctx.requests_in_flight += 1
+        self.stats.request_started(self.requests_seen > 1)
+        ctx.count_request()
+        cycle.launched = True
+        cycle.start()
+
+    def _account(self, cycle: RequestCycle, status: int) -> None:
+        """Count a launched cycle as finished, exactly once."""
+        if cycle.accounted:
+            return
+        cycle.accounted = True
+        self.ctx.requests_in_flight -= 1
+        self.stats.request_finished(cycle.method, status, perf_counter() - cycle.start_time)
+
+    def response_complete(self, cycle: RequestCycle) -> None:
+        """The app sent the last body message of ``cycle``."""
+        ctx = self.ctx
+        self._account(cycle, cycle.writer.status)
+        if self.cycle is cycle:
+            self.cycle = None
+        if not cycle.writer.keep_alive or ctx.shutting_down or self.closed:
+            self._close()
+            return
+        if self.pipeline:
+            self.cycle = self.pipeline.popleft()
+            if self.read_paused and len(self.pipeline) < MAX_PIPELINE // 2:
+                self.resume_reading()
+            self._launch(self.cycle)
+            return
+        if self.pending_error is not None:
+            self._send_error_and_close(self.pending_error)
+            return
+        if self.parsing is None:
+            self._arm_keepalive()
+        if self.read_paused and self.pending_error is None:
+            self.resume_reading()
+
+    def app_failed(self, cycle: RequestCycle) -> None:
+        """The app raised or broke the protocol: 500 if nothing was sent, else drop the line."""
+        if cycle.complete:
+            return
+        cycle.complete = True
+        if self.cycle is cycle:
+            self.cycle = None
+        if self.closed or self.transport is None or cycle.disconnected:
+            self._account(cycle, cycle.writer.status or 500)
+            return
+        if not cycle.writer.head_sent:
+            self._account(cycle, 500)
+            if self.ctx.access_log_enabled:
+                cycle.log_access(500)
+            self.transport.write(error_response(500, self.ctx.default_headers))
+        else:
+            self._account(cycle, cycle.writer.status)
+        self._close()
+
+    def client_gone(self, cycle: RequestCycle) -> None:
+        """The app finished a cycle whose client had disconnected: only bookkeeping."""
+        cycle.complete = True
+        if self.cycle is cycle:
+            self.cycle = None
+        self._account(cycle, cycle.writer.status or 499)
+
+    def app_cancelled(self, cycle: RequestCycle) -> None:
+        """Shutdown's deadline cancelled the app: close without a clean end."""
+        cycle.complete = True
+        self._account(cycle, cycle.writer.status or 503)
+        if self.cycle is cycle:
+            self.cycle = None
+        self.abort()
+
+    # -- writing and flow control ----------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not self.closed:
+            transport.write(data)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None:
+            self.drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def drain(self) -> None:
+        if not self.write_paused or self.closed:
+            return
+        waiter = self.drain_waiter
+        if waiter is None:
+            waiter = self.drain_waiter = self.loop.create_future()
+        await waiter
+
+    def pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused and self.transport is not None and not self.closed:
+            if self.pending_error is not None:
+                return
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def body_consumed(self) -> None:
+        """The app took buffered body: read more if we had stopped."""
+        if self.read_paused and len(self.pipeline) < MAX_PIPELINE:
+            cycle = self.parsing
+            if cycle is None or len(cycle.body) <= BODY_LOW_WATER:
+                self.resume_reading()
+
+    # -- keep-alive and timeouts -----------------------------------------------------------
+    def _arm_keepalive(self) -> None:
+        if self.keepalive_handle is None and not self.closed:
+            self.stats.keepalive_idle(1)
+            self.keepalive_handle = self.loop.call_later(
+                self.ctx.keep_alive_timeout, self._keepalive_expired
+            )
+
+    def _cancel_keepalive(self) -> None:
+        handle = self.keepalive_handle
+        if handle is not None:
+            handle.cancel()
+            self.keepalive_handle = None
+            self.stats.keepalive_idle(-1)
+
+    def _keepalive_expired(self) -> None:
+        self.keepalive_handle = None
+        self.stats.keepalive_idle(-1)
+        if self.requests_seen:
+            self.stats.keepalive_timeout()
+        self._close()
+
+    def _head_timed_out(self) -> None:
+        self.head_deadline = None
+        if self.in_head and not self.closed:
+            self.pending_error = ProtocolError(408, "Request Timeout")
+            self.in_head = False
+            self._start_next()
+
+    # -- upgrade ---------------------------------------------------------------------------
+    def _upgrade(self, data: bytes, upgrade: httptools.HttpParserUpgrade) -> None:
+        scope = self.upgrade_scope
+        if scope is None:
+            # An upgrade we do not perform (not WebSocket, or --ws none): the request
+            # was served as plain HTTP and the connection closes after it.
+            self.pause_reading()
+            self._start_next()
+            return
+        offset = upgrade.args[0] if upgrade.args else len(data)
+        leftover = data[offset:] if isinstance(offset, int) else b""
+        from shardcorn.protocol.websocket import take_over
+
+        self._cancel_keepalive()
+        self.ctx.forget(self)
+        self.stats.connection_closed()
+        self.closed = True
+        assert self.transport is not None
+        take_over(self.ctx, self.transport, scope, leftover)
+
+    # -- shutting down ---------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self.cycle is not None or self.parsing is not None
+
+    def shutdown(self) -> None:
+        """Close now if idle; otherwise after the response in progress."""
+        if self.cycle is None and self.parsing is None:
+            self._close()
+        elif self.cycle is not None:
+            self.cycle.keep_alive = False
+
+    def cancel(self) -> None:
+        for cycle in (self.cycle, *self.pipeline):
+            if cycle is not None and cycle.task is not None and not cycle.task.done():
+                cycle.task.cancel()
+        self.abort()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+
+    def _close(self) -> None:
+        transport = self.transport
+        self._cancel_keepalive()
+        if transport is not None and not transport.is_closing():
+            transport.close()
+

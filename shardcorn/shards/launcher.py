@@ -1,0 +1,140 @@
+"""The launcher: turns a Config into a running server and an exit code.
+
+With one shard (the default) the shard runs right here, on the main thread's loop, the way
+uvicorn runs without ``--workers``; signals go straight to it. With more shards the
+supervisor (``shards.supervisor``) starts them as processes or threads and keeps them alive.
+
+Exit codes: 0 after a clean stop, 1 when the server cannot start (app import, bind, TLS, a
+forced stop), 3 when lifespan startup failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+from shardcorn.config import Config, ConfigError
+from shardcorn.loading import AppLoadError, load_app
+from shardcorn.logs import configure_logging, error_log
+from shardcorn.shards.loops import loop_name, new_event_loop
+from shardcorn.shards.shard import EXIT_OK, EXIT_STARTUP, Shard
+from shardcorn.shards.sockets import BindError, address_of, bind_sockets
+from shardcorn.shards.tls import TLSError, create_ssl_context
+
+
+def prepare_process(config: Config) -> None:
+    """What every process serving ``config`` does first: logging and the --env-file."""
+    configure_logging(config.log_level, config.use_colors, config.access_log, config.log_config)
+    if config.env_file:
+        load_env_file(config.env_file)
+
+
+def load_env_file(path: str) -> None:
+    if not os.path.isfile(path):
+        raise ConfigError(f"--env-file: file not found: {path}")
+    try:
+        from dotenv import load_dotenv
+    except ImportError:
+        raise ConfigError("--env-file needs python-dotenv: pip install 'shardcorn[standard]'") from None
+    load_dotenv(path, override=True)
+
+
+def run(config: Config) -> int:
+    """Serve until stopped; return the process exit code."""
+    try:
+        prepare_process(config)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    if config.reload:
+        from shardcorn.shards.reload import run_with_reload
+
+        return run_with_reload(config)
+    if config.shards > 1:
+        from shardcorn.shards.supervisor import Supervisor
+
+        return Supervisor(config).run()
+    return run_single(config)
+
+
+def startup_checks(config: Config) -> None:
+    """Everything that can fail with a clear line before a socket is bound."""
+    create_ssl_context(config)
+
+
+def run_single(config: Config) -> int:
+    try:
+        startup_checks(config)
+        app = load_app(config)
+        sockets = bind_sockets(config, 1)
+    except (AppLoadError, BindError, TLSError, ConfigError) as exc:
+        error_log.error("%s", exc)
+        return EXIT_STARTUP
+    loop = new_event_loop(config.loop)
+    asyncio.set_event_loop(loop)
+    shard = Shard(config, app, sockets, index=0, stats=_single_stats(config))
+    exporter = _start_exporter(config, shard)
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            error_log.info("Received %s: shutting down gracefully", signal.Signals(signum).name)
+            shard.stop()
+        else:
+            error_log.warning("Received %s again: forcing exit", signal.Signals(signum).name)
+            shard.stop(force=True)
+
+    def on_ready() -> None:
+        scheme = "https" if config.is_ssl else "http"
+        for sock in sockets:
+            error_log.info(
+                "Shardcorn running on %s://%s (1 shard, %s; press CTRL+C to quit)",
+                scheme,
+                address_of(sock),
+                loop_name(loop),
+            )
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        code = loop.run_until_complete(shard.serve(on_ready))
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        _shutdown_loop(loop)
+        for sock in sockets:
+            sock.close()
+        if config.uds is not None and os.path.exists(config.uds):
+            os.unlink(config.uds)
+        if exporter is not None:
+            exporter.close()
+    if code == EXIT_OK:
+        error_log.info("Finished server process [%d]", os.getpid())
+        if signals_seen > 1:
+            return EXIT_STARTUP
+    return code
+
+
+def _shutdown_loop(loop: asyncio.AbstractEventLoop) -> None:
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
+    asyncio.set_event_loop(None)
+
+
+def _single_stats(config: Config):  # type: ignore[no-untyped-def]
+    from shardcorn.metrics.stats import ShardStats
+
+    return ShardStats()
+
+
+def _start_exporter(config: Config, shard: Shard):  # type: ignore[no-untyped-def]
+    return None

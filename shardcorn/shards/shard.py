@@ -1,0 +1,118 @@
+"""One shard: its own event loop serving its own listening socket(s).
+
+A shard runs lifespan startup, serves until told to stop (a signal, the launcher, or
+``--limit-max-requests``), then shuts down gracefully: it stops accepting, lets requests in
+flight finish within ``--timeout-graceful-shutdown`` (closing idle keep-alive connections at
+once), aborts what is left, and runs lifespan shutdown.
+
+Exit codes, shared with the launcher: 0 stopped normally, 1 could not start (app import,
+bind, TLS), 3 lifespan startup failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+
+from shardcorn.config import Config
+from shardcorn.loading import ASGIApp
+from shardcorn.logs import error_log
+from shardcorn.metrics.stats import ShardStats
+from shardcorn.protocol.context import ShardContext
+from shardcorn.protocol.http import HttpProtocol
+from shardcorn.protocol.lifespan import Lifespan, LifespanFailed
+from shardcorn.shards.tls import create_ssl_context
+
+EXIT_OK = 0
+EXIT_STARTUP = 1
+EXIT_LIFESPAN = 3
+
+
+class Shard:
+    """Serve ``sockets`` with ``app`` on the running loop until :meth:`stop` is called."""
+
+    def __init__(
+        self,
+        config: Config,
+        app: ASGIApp,
+        sockets: list[socket.socket],
+        index: int = 0,
+        stats: ShardStats | None = None,
+    ) -> None:
+        self.config = config
+        self.app = app
+        self.sockets = sockets
+        self.index = index
+        self.stats = stats if stats is not None else ShardStats()
+        self.ctx: ShardContext | None = None
+        self._stop: asyncio.Event | None = None
+        self._force = False
+        self.servers: list[asyncio.Server] = []
+
+    def stop(self, force: bool = False) -> None:
+        """Ask the shard to stop (from its own loop thread). ``force`` skips the grace period."""
+        self._force = self._force or force
+        if self._stop is not None:
+            self._stop.set()
+        if force and self.ctx is not None:
+            for connection in list(self.ctx.connections):
+                connection.abort()
+
+    async def serve(self, on_ready: Callable[[], None] | None = None) -> int:
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        ctx = self.ctx = ShardContext(
+            self.config, self.app, loop, self.stats, self.index, create_ssl_context(self.config)
+        )
+        ctx.max_requests_reached = self._stop
+        lifespan = Lifespan(self.app, self.config.lifespan, ctx.lifespan_state)
+        try:
+            await lifespan.startup()
+        except LifespanFailed as exc:
+            error_log.error("Application startup failed: %s", exc)
+            return EXIT_LIFESPAN
+        for sock in self.sockets:
+            server = await loop.create_server(
+                lambda: HttpProtocol(ctx),
+                sock=sock,
+                backlog=self.config.backlog,
+                ssl=ctx.ssl_context,
+            )
+            self.servers.append(server)
+        self.stats.shard_started()
+        ctx.start_clock()
+        if on_ready is not None:
+            on_ready()
+        if not self._stop.is_set():
+            await self._stop.wait()
+        await self._shutdown(lifespan)
+        return EXIT_OK
+
+    async def _shutdown(self, lifespan: Lifespan) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        ctx.shutting_down = True
+        for server in self.servers:
+            server.close()  # stop accepting; the launcher's copy of the socket keeps its queue
+        for connection in list(ctx.connections):
+            connection.shutdown()
+        timeout = 0.0 if self._force else self.config.timeout_graceful_shutdown
+        if ctx.connections:
+            deadline = ctx.loop.time() + timeout
+            drained = ctx.all_closed_event()
+            try:
+                await asyncio.wait_for(drained.wait(), max(0.0, deadline - ctx.loop.time()))
+            except asyncio.TimeoutError:
+                error_log.warning(
+                    "Shard %d: %d connection(s) still busy after %.1fs: cancelling",
+                    self.index,
+                    len(ctx.connections),
+                    timeout,
+                )
+                for connection in list(ctx.connections):
+                    connection.cancel()
+        ctx.stop_clock()
+        if not self._force:
+            await lifespan.shutdown()
+        self.stats.shard_stopped()
