@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of shardcorn against peer ASGI servers (see bench/README.md)."""
