@@ -11,10 +11,13 @@ import platform
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench.procstat import system_busy_seconds
+from bench.report import BUSY_MACHINE_PERCENT as _BUSY_MACHINE_PERCENT
 from bench.report import markdown, results_table
 from bench.runner import Results, RunSettings, print_progress, run_all
 from bench.servers import GRANIAN, REPO_ROOT, SHARDCORN, UVICORN, probe
@@ -106,6 +109,13 @@ def _preflight(workloads: Sequence[Workload]) -> str | None:
     return None
 
 
+def _background_load_percent(seconds: float = 1.0) -> float:
+    """CPU % of one core the machine spends on other work while the benchmark is idle."""
+    before = system_busy_seconds()
+    time.sleep(seconds)
+    return (system_busy_seconds() - before) * 100 / seconds
+
+
 def _versions(availability: dict[str, str]) -> dict[str, str]:
     versions = {"python": platform.python_version()}
     versions.update(availability)
@@ -149,7 +159,13 @@ def main(argv: Sequence[str]) -> int:
         print("bench: none of the selected servers is installed", file=sys.stderr)
         return 2
 
-    results = Results(settings, workloads, availability)
+    background = _background_load_percent()
+    if background > _BUSY_MACHINE_PERCENT:
+        print_progress(
+            f"warning: the machine is busy ({background:.0f} % of a core used before the run):"
+            " req/s and p99 will be noisy; CPU µs/req holds up better"
+        )
+    results = Results(settings, workloads, availability, background_percent=background)
     with tempfile.TemporaryDirectory(prefix="shardcorn-bench-") as tmp:
         run_all(results, Path(tmp), print_progress)
 

@@ -78,7 +78,7 @@ def _row(cells: Iterable[str]) -> str:
 
 # Other processes using more than this share of a core during a window make req/s and latency
 # noise; CPU per request holds up better, since it is the server's own time.
-_BUSY_MACHINE_PERCENT = 15.0
+BUSY_MACHINE_PERCENT = 15.0
 
 TABLE_HEADER = (
     "workload",
@@ -116,7 +116,7 @@ def results_table(results: Results) -> str:
                 cells = [workload.name, contender.label, *("-" * 6), "; ".join(notes)]
                 lines.append(_row(cells))
                 continue
-            if summary.other_cpu_percent > _BUSY_MACHINE_PERCENT:
+            if summary.other_cpu_percent > BUSY_MACHINE_PERCENT:
                 notes.append("busy machine: req/s and p99 unreliable")
             if summary.errors:
                 notes.append(f"{summary.errors} errors/non-2xx")
@@ -207,6 +207,7 @@ def _host() -> str:
 def markdown(results: Results, versions: dict[str, str], date: str, cpu_count: int) -> str:
     """The whole results.md: context first, medians, how to read them, the raw rounds."""
     settings = results.settings
+    busy = results.background_percent > BUSY_MACHINE_PERCENT
     out = [
         "# shardcorn benchmark results",
         "",
@@ -219,6 +220,8 @@ def markdown(results: Results, versions: dict[str, str], date: str, cpu_count: i
         f"{settings.warmup_s} s warm-up; {settings.wrk.connections} keep-alive connections, "
         f"{settings.wrk.threads} wrk thread",
         "- pinning: server `taskset -c 0`, wrk `taskset -c 1` (shards2: server on 0,1)",
+        f"- background load before the run: {results.background_percent:.0f} % of one core"
+        + (" — **busy machine, req/s and p99 are noisy**" if busy else ""),
         "",
         "## Medians over rounds",
         "",

@@ -86,6 +86,7 @@ class Results:
     settings: RunSettings
     workloads: list[Workload]
     availability: dict[str, Availability]
+    background_percent: float  # CPU % of one core used by other work just before the run
     measurements: list[Measurement] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
 

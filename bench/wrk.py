@@ -110,13 +110,13 @@ def run_wrk(command: Sequence[str], duration_s: int) -> WrkReport:
 
 
 def wrk_version() -> str:
-    """wrk's own version line ("wrk 4.2.0 [epoll] ..."); wrk -v exits 1 by design."""
+    """wrk's version ("4.2.0 [epoll]", from "wrk 4.2.0 [epoll] Copyright ..."); wrk -v exits 1."""
     try:
         done = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     except FileNotFoundError:
         return "missing"
     first_line = (done.stdout or done.stderr).strip().splitlines()[:1]
-    return first_line[0].split(" Copyright")[0] if first_line else "unknown"
+    return first_line[0].split(" Copyright")[0].removeprefix("wrk ") if first_line else "unknown"
 
 
 POST_BODY_LUA = """\
