@@ -73,6 +73,7 @@ class HttpProtocol(asyncio.Protocol, Connection):
         self.cycle: RequestCycle | None = None
         self.pipeline: deque[RequestCycle] = deque()
         self.requests_seen = 0
+        self.requests_launched = 0  # not requests_seen: pipelined requests are parsed early
         self.pending_error: ProtocolError | None = None
         self.read_paused = False
         self.write_paused = False
@@ -339,7 +340,8 @@ class HttpProtocol(asyncio.Protocol, Connection):
     def _launch(self, cycle: RequestCycle) -> None:
         ctx = self.ctx
         ctx.requests_in_flight += 1
-        self.stats.request_started(self.requests_seen > 1)
+        self.stats.request_started(self.requests_launched > 0)
+        self.requests_launched += 1
         ctx.count_request()
         cycle.launched = True
         cycle.start()
