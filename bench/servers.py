@@ -26,6 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 
 _STOP_GRACE_S = 10.0
+_HELPER_EXIT_GRACE_S = 2.0
 _STDERR_TAIL_LINES = 40
 
 
@@ -204,6 +205,21 @@ def wait_until_answers(server: RunningServer, port: int, path: str, timeout_s: f
     )
 
 
+def _still_running(pid: int, session: int) -> bool:
+    """True if ``pid`` is alive (not a zombie) and still in the server's session.
+
+    A pid reused since the tree was listed belongs to someone else, in another session.
+    """
+    try:
+        if os.getsid(pid) != session:
+            return False
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rpartition(")")[2].split()[0]
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+    return state != "Z"
+
+
 def _stop(server: RunningServer) -> list[int]:
     """SIGTERM the server, then SIGKILL what is left of its tree; return the pids killed."""
     tree = process_tree(server.pid)
@@ -214,15 +230,17 @@ def _stop(server: RunningServer) -> list[int]:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait()
-    killed = []
-    for pid in tree[1:]:
-        # Only a pid still in the server's session is ours: a pid reused since the snapshot
-        # belongs to someone else.
+    # Helpers such as multiprocessing's resource tracker exit a moment after the server does,
+    # when they see its pipe close: give them that moment before calling them leftovers.
+    deadline = time.monotonic() + _HELPER_EXIT_GRACE_S
+    leftovers = [pid for pid in tree[1:] if _still_running(pid, server.pid)]
+    while leftovers and time.monotonic() < deadline:
+        time.sleep(0.05)
+        leftovers = [pid for pid in leftovers if _still_running(pid, server.pid)]
+    for pid in leftovers:
         with suppress(ProcessLookupError):
-            if os.getsid(pid) == server.pid:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-    return killed
+            os.kill(pid, signal.SIGKILL)
+    return leftovers
 
 
 @contextmanager
@@ -251,8 +269,10 @@ def running(
         finally:
             killed = _stop(server)
             if killed:
+                # A server that leaves processes behind on SIGTERM has a shutdown bug.
+                name = command[command.index("-m") + 1] if "-m" in command else command[0]
                 print(
-                    f"warning: {command[0]} ... left processes {killed} running after SIGTERM;"
-                    " killed them",
+                    f"warning: {name} left processes {killed} running"
+                    f" {_HELPER_EXIT_GRACE_S:.0f} s after it exited; killed them",
                     file=sys.stderr,
                 )
