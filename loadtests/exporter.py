@@ -16,6 +16,8 @@ HTTP_REQUESTS = "shardcorn_http_requests_total"
 IN_FLIGHT = "shardcorn_http_requests_in_flight"
 REJECTED = "shardcorn_concurrency_rejected_total"
 WS_MESSAGES = "shardcorn_websocket_messages_total"
+# Its ``direction`` label, from the server's side: "received" from clients, "sent" to them.
+WS_RECEIVED, WS_SENT = "received", "sent"
 
 _COUNTER_SUFFIX = "_total"
 # The counters the cross-check compares with Locust; quiet means these stand still.
@@ -88,8 +90,12 @@ def label_deltas(before: Scrape, after: Scrape, name: str, label: str) -> dict[s
     return {key: value for key, value in sorted(moved.items()) if value}
 
 
-def moved_counters(before: Scrape, after: Scrape, skip: Iterable[str] = ()) -> dict[str, int]:
-    """Every shardcorn counter family (summed over labels) that moved, except ``skip``."""
+def moved_counters(before: Scrape, after: Scrape, skip: Iterable[str] = ()) -> dict[str, float]:
+    """Every shardcorn counter family (summed over labels) that moved, except ``skip``.
+
+    Not every counter counts events: ``shardcorn_shard_cpu_seconds_total`` counts seconds,
+    so these movements stay floats; only the checked counters must be whole numbers.
+    """
     skipped = set(skip)
     old: dict[str, float] = defaultdict(float)
     new: dict[str, float] = defaultdict(float)
@@ -98,7 +104,7 @@ def moved_counters(before: Scrape, after: Scrape, skip: Iterable[str] = ()) -> d
     for (name, _), value in after.counters().items():
         new[name] += value
     moved = {
-        name: counter_delta(old.get(name, 0.0), new.get(name, 0.0))
+        name: new.get(name, 0.0) - old.get(name, 0.0)
         for name in old.keys() | new.keys()
         if name not in skipped
     }

@@ -162,6 +162,15 @@ class LocustStats:
         )
 
     @property
+    def ws_handshakes(self) -> int:
+        """WebSocket handshakes that succeeded."""
+        return sum(
+            r.requests - r.failures
+            for r in self.rows
+            if r.type == WS_REQUEST_TYPE and r.name == WS_CONNECT_NAME
+        )
+
+    @property
     def rejected_by_design(self) -> int:
         return sum(f.occurrences for f in self.failures if REJECTED_BY_DESIGN in f.error)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,3 +31,41 @@ def kill_group(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def live_members(pgid: int) -> list[str]:
+    """The processes of a group that are still running, as "pid command" (Linux: /proc).
+
+    Zombies are left out: a helper whose parent has exited is reparented to PID 1, and in a
+    container PID 1 may never reap it, so a dead helper can stay listed as ``Z`` for good.
+    """
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            cmdline = Path(entry.path, "cmdline").read_bytes()
+        except OSError:
+            continue  # it exited while we looked
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            command = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+            found.append(f"{entry.name} {command[:120]}")
+    return found
+
+
+def wait_group_gone(pgid: int, timeout: float) -> list[str]:
+    """Wait until no process of the group is running; return those still running at the end.
+
+    A server's main process can exit a moment before its helpers do (multiprocessing's
+    resource tracker leaves when it reads end-of-file on its pipe from the exited parent), so
+    the group gets ``timeout`` seconds to empty itself before anything counts as left behind.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        members = live_members(pgid)
+        if not members or time.monotonic() >= deadline:
+            return members
+        time.sleep(0.05)

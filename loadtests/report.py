@@ -9,6 +9,8 @@ from loadtests.exporter import (
     IN_FLIGHT,
     REJECTED,
     WS_MESSAGES,
+    WS_RECEIVED,
+    WS_SENT,
     Scrape,
     counter_delta,
     label_deltas,
@@ -16,6 +18,9 @@ from loadtests.exporter import (
 )
 from loadtests.locust_run import LocustStats, StatsRow
 from loadtests.scenarios import Scenario
+
+# The status of an accepted WebSocket handshake, as the exporter's ``code`` label spells it.
+SWITCHING_PROTOCOLS = "101"
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,7 @@ class ExporterDeltas:
     # None where the exporter has no such counter (yet): the check is then reported as skipped.
     ws_by_direction: dict[str, int] | None
     # Every other shardcorn counter that moved, for the reader (connections, keep-alive, ...).
-    others: dict[str, int] = field(default_factory=dict)
+    others: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def between(cls, before: Scrape, after: Scrape) -> ExporterDeltas:
@@ -62,30 +67,50 @@ def http_check(stats: LocustStats, deltas: ExporterDeltas) -> Check:
     """Locust's HTTP requests against the exporter's, under either way of counting a 503 from
     the concurrency limit.
 
-    * separate: a rejected request never reaches the request counter, only
+    * apart: a rejected request never reaches the request counter, only
       ``concurrency_rejected_total``; then Locust == requests + rejected.
-    * included: it is counted in both, with code 503; then Locust == requests, and the 503s
-      among the requests cover the rejections.
+    * as requests too: it is counted in both, with code 503; then Locust == requests, and
+      the 503s among the requests cover the rejections.
 
     With rejections, at most one of the two can hold, so the check also says which one the
     server follows. Without rejections both read Locust == requests.
+
+    WebSocket handshakes (code 101) are left out of "requests": Locust counts them as ``WS``
+    events, not HTTP requests; :func:`handshake_check` compares them.
     """
     seen = stats.http_requests
-    counted = deltas.http_requests
+    counted = deltas.http_requests - deltas.http_by_code.get(SWITCHING_PROTOCOLS, 0)
     rejected = deltas.rejected
     served_503 = deltas.http_by_code.get("503", 0)
-    arithmetic = f"Locust {seen} == http_requests {counted} + concurrency_rejected {rejected}"
+    what = "http_requests" if counted == deltas.http_requests else "http_requests (less 101s)"
+    arithmetic = f"Locust {seen} == {what} {counted} + concurrency_rejected {rejected}"
     if rejected == 0:
-        return Check("http", seen == counted, f"Locust {seen} == http_requests {counted}", True)
+        return Check("http", seen == counted, f"Locust {seen} == {what} {counted}", True)
     if seen == counted + rejected:
         return Check("http", True, f"{arithmetic} (rejections counted apart from requests)", True)
     if seen == counted and served_503 >= rejected:
         detail = (
-            f"Locust {seen} == http_requests {counted}, whose {served_503} 503s include the "
+            f"Locust {seen} == {what} {counted}, whose {served_503} 503s include the "
             f"{rejected} rejections (rejections counted as requests too)"
         )
         return Check("http", True, detail, True)
-    return Check("http", False, f"{arithmetic} does not hold, nor Locust == http_requests", True)
+    return Check("http", False, f"{arithmetic} does not hold, nor Locust == {what}", True)
+
+
+def handshake_check(stats: LocustStats, deltas: ExporterDeltas) -> Check:
+    """Locust's accepted WebSocket handshakes against the exporter's 101 responses.
+
+    Either way of counting a handshake passes, and the check says which holds: as an HTTP
+    request with code 101 (101s == handshakes), or not at all (no 101s).
+    """
+    accepted = stats.ws_handshakes
+    upgrades = deltas.http_by_code.get(SWITCHING_PROTOCOLS, 0)
+    detail = f"Locust handshakes {accepted} == http_requests code 101 {upgrades}"
+    if upgrades == accepted:
+        return Check("handshakes", True, f"{detail} (counted as HTTP requests)", True)
+    if upgrades == 0:
+        return Check("handshakes", True, "not counted as HTTP requests by the exporter", True)
+    return Check("handshakes", False, detail, True)
 
 
 def rejection_check(stats: LocustStats, deltas: ExporterDeltas) -> Check:
@@ -96,12 +121,14 @@ def rejection_check(stats: LocustStats, deltas: ExporterDeltas) -> Check:
 
 
 def websocket_check(stats: LocustStats, deltas: ExporterDeltas) -> Check | None:
-    """Each Locust echo is one message into the server and one out of it."""
+    """Each Locust echo is one message the server received and one it sent."""
     if deltas.ws_by_direction is None:
         return None
     moved = deltas.ws_by_direction
     sent = stats.ws_messages
-    ok = set(moved) <= {"in", "out"} and moved.get("in", 0) == sent == moved.get("out", 0)
+    ok = set(moved) <= {WS_RECEIVED, WS_SENT} and (
+        moved.get(WS_RECEIVED, 0) == sent == moved.get(WS_SENT, 0)
+    )
     detail = f"Locust echoes {sent} == websocket_messages " + (
         " ".join(f"{direction}={n}" for direction, n in moved.items()) or "(no movement)"
     )
@@ -119,6 +146,7 @@ def run_checks(scenario: Scenario, stats: LocustStats, deltas: ExporterDeltas) -
             )
         )
     if scenario.uses_websocket:
+        checks.append(handshake_check(stats, deltas))
         ws = websocket_check(stats, deltas)
         if ws is not None:
             checks.append(ws)
@@ -182,7 +210,7 @@ def render(
     )
     if deltas.ws_by_direction is not None:
         lines.append(f"exporter: {WS_MESSAGES} {_counts(deltas.ws_by_direction)}")
-    lines.extend(f"exporter: {name} +{value}" for name, value in deltas.others.items())
+    lines.extend(f"exporter: {name} +{value:g}" for name, value in deltas.others.items())
     lines.append(f"exporter: {IN_FLIGHT} {after.total(IN_FLIGHT):g} when scraped after the run")
     lines.append("")
     lines.extend(

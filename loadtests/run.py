@@ -58,7 +58,7 @@ class Outcome:
     stats: LocustStats
     before: Scrape
     after: Scrape
-    clean_stop: bool
+    stop_problem: str | None
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -152,7 +152,7 @@ def run_scenario(
         # Locust has exited: every request it counted has been answered, and no more come.
         after = exporter.wait_quiet(args.quiet_timeout)
     server.stop()
-    return Outcome(read_stats(csv_prefix), before, after, not server.unclean_stop)
+    return Outcome(read_stats(csv_prefix), before, after, server.stop_problem)
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
@@ -192,14 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.stop()
     deltas = ExporterDeltas.between(outcome.before, outcome.after)
     checks = run_checks(scenario, outcome.stats, deltas)
+    problem = outcome.stop_problem
     checks.append(
-        Check(
-            "server stop",
-            outcome.clean_stop,
-            "stopped on SIGTERM with nothing left behind"
-            if outcome.clean_stop
-            else "had to be killed, or left processes behind",
-        )
+        Check("server stop", problem is None, problem or "stopped on SIGTERM, nothing left behind")
     )
     notes = []
     if scenario.uses_websocket and deltas.ws_by_direction is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from loadtests.exporter import Exporter, ExporterError
-from loadtests.process import REPO_ROOT, child_env, kill_group
+from loadtests.process import REPO_ROOT, child_env, kill_group, wait_group_gone
 
 HOST = "127.0.0.1"
 DEMO_APP = "shardcorn.demo:app"
@@ -88,7 +88,8 @@ class Server:
         self.argv = list(argv)
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
-        self.unclean_stop = False
+        # Why the last stop was not clean, or None if it was (or there was none).
+        self.stop_problem: str | None = None
 
     def start(self) -> None:
         with self.log_path.open("wb") as log:
@@ -139,12 +140,12 @@ class Server:
                 time.sleep(0.1)
         raise ServerError(f"the server was not ready after {timeout:g}s: {last_error}")
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM (a graceful shutdown), then SIGKILL to the whole group.
+    def stop(self, timeout: float = 10.0, grace: float = 5.0) -> None:
+        """SIGTERM to the main process (a graceful shutdown), then SIGKILL to the whole group.
 
-        The main process is reaped first, so whatever the SIGKILL still finds in the group is a
-        process the server failed to stop: a shard it left behind, or itself if it ignored
-        SIGTERM for ``timeout`` seconds. :attr:`unclean_stop` records that it happened.
+        A clean stop is: the main process exits within ``timeout`` seconds, and every other
+        process of its group within ``grace`` seconds more. Otherwise :attr:`stop_problem`
+        says what was wrong (the processes left behind are the server's bug: lost shards).
         """
         process, self._process = self._process, None
         if process is None:
@@ -154,8 +155,12 @@ class Server:
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.unclean_stop = True
-        self.unclean_stop |= kill_group(process.pid)
+                self.stop_problem = f"still running {timeout:g}s after SIGTERM"
+        if self.stop_problem is None:
+            left = wait_group_gone(process.pid, grace)
+            if left:
+                self.stop_problem = f"left {len(left)} processes running: " + "; ".join(left)
+        kill_group(process.pid)
         process.wait()
 
     def log_tail(self, lines: int = 30) -> str:

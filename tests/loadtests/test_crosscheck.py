@@ -5,7 +5,13 @@ from __future__ import annotations
 from loadtests.contract import REJECTED_BY_DESIGN, WS_CONNECT_NAME, WS_REQUEST_TYPE
 from loadtests.exporter import Scrape
 from loadtests.locust_run import FailureRow, LocustStats, StatsRow
-from loadtests.report import ExporterDeltas, http_check, rejection_check, websocket_check
+from loadtests.report import (
+    ExporterDeltas,
+    handshake_check,
+    http_check,
+    rejection_check,
+    websocket_check,
+)
 
 
 def row(type_: str, name: str, requests: int, failures: int = 0) -> StatsRow:
@@ -49,11 +55,13 @@ def scrape(
     return Scrape.parse("\n".join(lines) + "\n")
 
 
-BEFORE = scrape({("0", "200"): 5, ("1", "200"): 7}, {"0": 1, "1": 0}, {"in": 3, "out": 3})
+WS_3 = {"received": 3, "sent": 3}
+WS_23 = {"received": 23, "sent": 23}
+BEFORE = scrape({("0", "200"): 5, ("1", "200"): 7}, {"0": 1, "1": 0}, WS_3)
 
 
 def test_deltas_sum_over_shards_and_ignore_the_starting_point() -> None:
-    after = scrape({("0", "200"): 55, ("1", "200"): 107}, {"0": 1, "1": 0}, {"in": 3, "out": 3})
+    after = scrape({("0", "200"): 55, ("1", "200"): 107}, {"0": 1, "1": 0}, WS_3)
     deltas = ExporterDeltas.between(BEFORE, after)
     assert deltas.http_requests == 150
     assert deltas.http_by_shard == {"0": 50, "1": 100}
@@ -95,7 +103,7 @@ def test_one_request_too_many_or_too_few_is_a_mismatch() -> None:
 
 
 def test_websocket_rows_are_not_http_requests() -> None:
-    after = scrape({("0", "200"): 5, ("1", "200"): 7}, {"0": 1, "1": 0}, {"in": 23, "out": 23})
+    after = scrape({("0", "200"): 5, ("1", "200"): 7}, {"0": 1, "1": 0}, WS_23)
     deltas = ExporterDeltas.between(BEFORE, after)
     locust = stats(
         row(WS_REQUEST_TYPE, WS_CONNECT_NAME, 4),
@@ -108,6 +116,20 @@ def test_websocket_rows_are_not_http_requests() -> None:
     ws = websocket_check(locust, deltas)
     assert ws is not None
     assert ws.ok, ws.detail
+
+
+def test_handshakes_counted_as_101_requests_or_not_at_all() -> None:
+    locust = stats(
+        row(WS_REQUEST_TYPE, WS_CONNECT_NAME, 4),
+        row(WS_REQUEST_TYPE, "/ws echo text", 15),
+        row("GET", "/", 8),
+    )
+    for upgrades, ok in ((0, True), (4, True), (3, False), (5, False)):
+        after = scrape({("0", "200"): 13, ("1", "200"): 7, ("1", "101"): upgrades}, {"0": 1})
+        deltas = ExporterDeltas.between(BEFORE, after)
+        check = http_check(locust, deltas)
+        assert check.ok, check.detail
+        assert handshake_check(locust, deltas).ok is ok, upgrades
 
 
 def test_websocket_check_skipped_without_the_counter() -> None:
