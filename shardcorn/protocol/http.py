@@ -499,7 +499,8 @@ class HttpProtocol(asyncio.Protocol, Connection):
 
         self._cancel_keepalive()
         self.ctx.forget(self)
-        self.stats.connection_closed()
+        # The socket stays open: the WebSocket protocol inherits its connections_open count
+        # and lowers it when the socket closes (see protocol/websocket.py, "Counting").
         self.closed = True
         assert self.transport is not None
         take_over(self.ctx, self.transport, scope, leftover)
