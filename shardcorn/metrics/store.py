@@ -2,27 +2,34 @@
 
 One block of :data:`SLOT_BYTES` per shard *slot* (not per shard process): a replacement shard
 takes over its predecessor's block, so counters survive restarts while gauges are reset.
+A block has one writer at a time: a replacement must not write a slot while the shard it
+replaces still serves on it, or increments from the two would be lost (``+=`` on shared
+memory is a read and a write, not an atomic add).
 
-* Thread shards and a single in-process shard: one ``bytearray``.
+* Thread shards and a single in-process shard: one ``bytearray`` per slot, so that growing
+  the store leaves the blocks live writers hold where they are.
 * Process shards: a file in ``/dev/shm`` (or the temp dir) mapped with ``mmap`` by the
   launcher and by each child. Chosen over prometheus-client's multiprocess mode, which
-  writes one file per process and metric and takes a lock per update; here an update is one
-  aligned 8-byte store into memory the shard alone writes (measured in bench/).
+  keeps one mmap'd file per process and metric kind, takes a lock per update and has the
+  exporter merge every file at scrape time; here an update is one aligned 8-byte store into
+  memory the shard alone writes (``docs/metrics.md`` has the numbers).
 """
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import tempfile
 
+from shardcorn.metrics.procstat import cpu_seconds
 from shardcorn.metrics.stats import SLOT_BYTES, ShardStats, StatsReader
 
 
 def _shm_dir() -> str:
-    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else (
-        tempfile.gettempdir()
-    )
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        return "/dev/shm"
+    return tempfile.gettempdir()
 
 
 class StatsStore:
@@ -34,10 +41,11 @@ class StatsStore:
         self.path: str | None = None
         self._owner = False
         self._mmap: mmap.mmap | None = None
-        size = slots * SLOT_BYTES
+        self._blocks: list[memoryview] = []
         if not self.shared:
-            self._buffer: memoryview = memoryview(bytearray(size))
+            self._blocks = [memoryview(bytearray(SLOT_BYTES)) for _ in range(slots)]
             return
+        size = slots * SLOT_BYTES
         if path is None:
             fd, path = tempfile.mkstemp(prefix="shardcorn-stats-", dir=_shm_dir())
             os.ftruncate(fd, size)
@@ -49,19 +57,34 @@ class StatsStore:
         finally:
             os.close(fd)
         self.path = path
-        self._buffer = memoryview(self._mmap)
+        whole = memoryview(self._mmap)
+        self._blocks = [whole[i * SLOT_BYTES : (i + 1) * SLOT_BYTES] for i in range(slots)]
+        whole.release()
 
     @classmethod
     def attach(cls, path: str, slots: int) -> StatsStore:
         """Open, in a shard process, the store its launcher created."""
         return cls(slots, path=path)
 
+    @classmethod
+    def over(cls, stats: ShardStats) -> StatsStore:
+        """A one-slot store over the block an existing writer already bumps (single mode)."""
+        store = cls(0)
+        store._blocks = [stats.block]
+        store.slots = 1
+        return store
+
     def block(self, index: int) -> memoryview:
         if not 0 <= index < self.slots:
             raise IndexError(f"no stats slot {index} (have {self.slots})")
-        return self._buffer[index * SLOT_BYTES : (index + 1) * SLOT_BYTES]
+        return self._blocks[index]
 
     def writer(self, index: int) -> ShardStats:
+        """The write side of slot ``index``, for the shard that (re)starts on it.
+
+        Making the writer resets the slot's gauges (see ``ShardStats``): make it once per
+        shard start, before the shard listens, and only after its predecessor has stopped.
+        """
         return ShardStats(self.block(index))
 
     def reader(self, index: int) -> StatsReader:
@@ -73,24 +96,25 @@ class StatsStore:
             return
         if self.shared:
             raise ValueError("a shared stats store cannot grow; size it for the most shards")
-        bigger = bytearray(slots * SLOT_BYTES)
-        bigger[: len(self._buffer)] = self._buffer
-        self._buffer = memoryview(bigger)
+        # New blocks are appended; existing writers keep the blocks they hold.
+        self._blocks = [
+            *self._blocks,
+            *(memoryview(bytearray(SLOT_BYTES)) for _ in range(slots - self.slots)),
+        ]
         self.slots = slots
 
     def close(self) -> None:
         """Unmap (and, in the launcher, remove the file). Readers must be dropped first."""
-        self._buffer.release()
+        blocks, self._blocks = self._blocks, []
+        for block in blocks:
+            block.release()
         if self._mmap is not None:
-            try:
+            # BufferError: a view is still alive somewhere; the mapping goes with the process.
+            with contextlib.suppress(BufferError):
                 self._mmap.close()
-            except BufferError:
-                pass  # a view is still alive somewhere; the mapping goes with the process
         if self._owner and self.path is not None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
-            except FileNotFoundError:
-                pass
 
 
 RESTART_REASONS = ("crash", "healthcheck", "max_requests", "reload")
@@ -108,12 +132,31 @@ class ShardTable:
         self.loop = loop
         self.pids: dict[int, int | None] = {}  # slot -> pid (None: runs in the launcher)
         self.restarts: dict[tuple[int, str], int] = {}
+        # slot -> (pid, CPU seconds) of the last process that left the slot, read as it left:
+        # the exporter adds it to the slot's CPU total so that counter never goes backwards.
+        self.exit_cpu: dict[int, tuple[int, float]] = {}
+        # Every slot a shard has run on: the exporter reports these, and not spare slots.
+        self.used: frozenset[int] = frozenset()
 
     def shard_up(self, index: int, pid: int | None) -> None:
+        self._note_exit(index, pid)
         self.pids = {**self.pids, index: pid}
+        if index not in self.used:
+            self.used = self.used | {index}
 
     def shard_down(self, index: int) -> None:
+        """The shard on ``index`` stopped or died. Call it before reaping the process, if you
+        can: a zombie's final CPU time is still readable, a reaped process's is gone."""
+        self._note_exit(index, None)
         self.pids = {k: v for k, v in self.pids.items() if k != index}
+
+    def _note_exit(self, index: int, new_pid: int | None) -> None:
+        old = self.pids.get(index)
+        if old is None or old == new_pid:
+            return
+        seconds = cpu_seconds(old)
+        if seconds is not None:
+            self.exit_cpu = {**self.exit_cpu, index: (old, seconds)}
 
     def restarted(self, index: int, reason: str) -> None:
         if reason not in RESTART_REASONS:
