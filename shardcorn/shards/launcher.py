@@ -14,6 +14,7 @@ import asyncio
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from shardcorn.config import Config, ConfigError
 from shardcorn.loading import AppLoadError, load_app
@@ -22,6 +23,10 @@ from shardcorn.shards.loops import loop_name, new_event_loop
 from shardcorn.shards.shard import EXIT_OK, EXIT_STARTUP, Shard
 from shardcorn.shards.sockets import BindError, address_of, bind_sockets
 from shardcorn.shards.tls import TLSError, create_ssl_context
+
+if TYPE_CHECKING:
+    from shardcorn.metrics.exporter import Exporter
+    from shardcorn.metrics.stats import ShardStats
 
 
 def prepare_process(config: Config) -> None:
@@ -130,11 +135,30 @@ def _shutdown_loop(loop: asyncio.AbstractEventLoop) -> None:
     asyncio.set_event_loop(None)
 
 
-def _single_stats(config: Config):  # type: ignore[no-untyped-def]
-    from shardcorn.metrics.stats import ShardStats
+def _single_stats(config: Config) -> ShardStats:
+    """The one shard's stats: slot 0 of a one-slot store, in this process's memory."""
+    from shardcorn.metrics.store import StatsStore
 
-    return ShardStats()
+    return StatsStore(1).writer(0)
 
 
-def _start_exporter(config: Config, shard: Shard):  # type: ignore[no-untyped-def]
-    return None
+def _start_exporter(config: Config, shard: Shard) -> Exporter | None:
+    """Host the exporter in a thread of this process, reporting the one shard as slot 0."""
+    if config.metrics_port is None:
+        return None  # prometheus-client is not even imported
+    from shardcorn.metrics.exporter import start_exporter
+    from shardcorn.metrics.store import ShardTable, StatsStore
+
+    table = ShardTable("single", loop_name(asyncio.get_event_loop()))
+    table.shard_up(0, os.getpid())
+    try:
+        return start_exporter(config, StatsStore.over(shard.stats), table)
+    except BindError as exc:
+        # Called after the server's own sockets are bound, outside run_single's startup
+        # error handling: undo the binding here, then fail like any other startup error.
+        error_log.error("%s", exc)
+        for sock in shard.sockets:
+            sock.close()
+        if config.uds is not None and os.path.exists(config.uds):
+            os.unlink(config.uds)
+        raise SystemExit(EXIT_STARTUP) from None
