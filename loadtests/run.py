@@ -86,8 +86,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="ARG",
         help="one more server argument, after the scenario's own (repeatable)",
     )
-    parser.add_argument("--ready-timeout", type=float, default=30.0, metavar="SECONDS")
-    parser.add_argument("--quiet-timeout", type=float, default=10.0, metavar="SECONDS")
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long the server may take to serve GET / and /metrics (default 30)",
+    )
+    parser.add_argument(
+        "--quiet-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long the server may take to finish in-flight requests (default 10)",
+    )
     parser.add_argument(
         "--stop-timeout",
         type=int,
