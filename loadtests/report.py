@@ -135,7 +135,10 @@ def websocket_check(stats: LocustStats, deltas: ExporterDeltas) -> Check | None:
     return Check("websocket", ok, detail, True)
 
 
-def run_checks(scenario: Scenario, stats: LocustStats, deltas: ExporterDeltas) -> list[Check]:
+def run_checks(
+    scenario: Scenario, stats: LocustStats, deltas: ExporterDeltas, stop_problem: str | None
+) -> list[Check]:
+    """Every check of one run, in the order the report prints them."""
     checks = [http_check(stats, deltas), rejection_check(stats, deltas)]
     if scenario.expects_rejections:
         checks.append(
@@ -155,6 +158,8 @@ def run_checks(scenario: Scenario, stats: LocustStats, deltas: ExporterDeltas) -
     checks.append(
         Check("user errors", not stats.exceptions, f"{len(stats.exceptions)} kinds of exception")
     )
+    stopped = stop_problem or "stopped on SIGTERM, nothing left behind"
+    checks.append(Check("server stop", stop_problem is None, stopped))
     return checks
 
 

@@ -28,7 +28,7 @@ from loadtests.locust_run import (
     run_locust,
     run_time_seconds,
 )
-from loadtests.report import Check, ExporterDeltas, render, run_checks
+from loadtests.report import ExporterDeltas, render, run_checks
 from loadtests.scenarios import SCENARIOS, Scenario
 from loadtests.server import (
     DEMO_APP,
@@ -56,7 +56,7 @@ LOCUST_OVERHEAD = 60
 @dataclass(frozen=True)
 class Outcome:
     stats: LocustStats
-    before: Scrape
+    deltas: ExporterDeltas
     after: Scrape
     stop_problem: str | None
 
@@ -164,7 +164,8 @@ def run_scenario(
         # Locust has exited: every request it counted has been answered, and no more come.
         after = exporter.wait_quiet(args.quiet_timeout)
     server.stop()
-    return Outcome(read_stats(csv_prefix), before, after, server.stop_problem)
+    deltas = ExporterDeltas.between(before, after)
+    return Outcome(read_stats(csv_prefix), deltas, after, server.stop_problem)
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
@@ -195,19 +196,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ServerError, ExporterError, LocustError) as exc:
             server.stop()
             print(f"error: {exc}\nserver: {shlex.join(command)}", file=sys.stderr)
-            log = server.log_tail()
-            if log:
-                print(f"server log (last lines):\n{log}", file=sys.stderr)
+            _print_log(server)
             return EXIT_BROKEN
         finally:
             # Also on KeyboardInterrupt or a bug here: the server never outlives the runner.
             server.stop()
-    deltas = ExporterDeltas.between(outcome.before, outcome.after)
-    checks = run_checks(scenario, outcome.stats, deltas)
-    problem = outcome.stop_problem
-    checks.append(
-        Check("server stop", problem is None, problem or "stopped on SIGTERM, nothing left behind")
-    )
+        deltas = outcome.deltas
+        checks = run_checks(scenario, outcome.stats, deltas, outcome.stop_problem)
+        passed = all(c.ok for c in checks)
+        if not passed:
+            _print_log(server)
     notes = []
     if scenario.uses_websocket and deltas.ws_by_direction is None:
         notes.append(f"the exporter has no {WS_MESSAGES}: the WebSocket cross-check was skipped")
@@ -226,7 +224,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             notes=notes,
         )
     )
-    return EXIT_PASS if all(c.ok for c in checks) else EXIT_FAIL
+    return EXIT_PASS if passed else EXIT_FAIL
+
+
+def _print_log(server: Server) -> None:
+    log = server.log_tail()
+    if log:
+        print(f"server log (last lines):\n{log}", file=sys.stderr)
 
 
 if __name__ == "__main__":

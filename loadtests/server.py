@@ -106,12 +106,6 @@ class Server:
             except OSError as exc:
                 raise ServerError(f"cannot start {shlex.join(self.argv)}: {exc}") from exc
 
-    @property
-    def pid(self) -> int:
-        if self._process is None:
-            raise ServerError("the server was not started")
-        return self._process.pid
-
     def check_alive(self) -> None:
         if self._process is not None and self._process.poll() is not None:
             raise ServerError(f"the server exited with code {self._process.returncode}")
