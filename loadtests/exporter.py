@@ -16,6 +16,7 @@ HTTP_REQUESTS = "shardcorn_http_requests_total"
 IN_FLIGHT = "shardcorn_http_requests_in_flight"
 REJECTED = "shardcorn_concurrency_rejected_total"
 WS_MESSAGES = "shardcorn_websocket_messages_total"
+CONNECTIONS = "shardcorn_connections_accepted_total"
 # Its ``direction`` label, from the server's side: "received" from clients, "sent" to them.
 WS_RECEIVED, WS_SENT = "received", "sent"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from loadtests.exporter import (
+    CONNECTIONS,
     HTTP_REQUESTS,
     IN_FLIGHT,
     REJECTED,
@@ -135,6 +136,15 @@ def websocket_check(stats: LocustStats, deltas: ExporterDeltas) -> Check | None:
     return Check("websocket", ok, detail, True)
 
 
+def connection_check(stats: LocustStats, deltas: ExporterDeltas) -> Check | None:
+    """With ``Connection: close`` on every request, each request is one accepted connection."""
+    if CONNECTIONS not in deltas.others:
+        return None
+    accepted = int(deltas.others[CONNECTIONS])
+    detail = f"Locust requests {stats.http_requests} == connections_accepted {accepted}"
+    return Check("connections", accepted == stats.http_requests, detail, True)
+
+
 def run_checks(
     scenario: Scenario, stats: LocustStats, deltas: ExporterDeltas, stop_problem: str | None
 ) -> list[Check]:
@@ -148,6 +158,10 @@ def run_checks(
                 f"{stats.rejected_by_design} requests were turned away with 503",
             )
         )
+    if scenario.connection_per_request:
+        connections = connection_check(stats, deltas)
+        if connections is not None:
+            checks.append(connections)
     if scenario.uses_websocket:
         checks.append(handshake_check(stats, deltas))
         ws = websocket_check(stats, deltas)

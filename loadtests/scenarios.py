@@ -21,6 +21,8 @@ class Scenario:
     expects_rejections: bool = False
     # Has WebSocket users, so the exporter's message counters are checked too.
     uses_websocket: bool = False
+    # Every request asks for Connection: close, so each one is a connection of its own.
+    connection_per_request: bool = False
 
     @property
     def locustfile_path(self) -> Path:
@@ -49,6 +51,7 @@ SCENARIOS: dict[str, Scenario] = {
             "GET / with Connection: close: one TCP connection per request",
             "keepalive.py",
             user_classes=("ConnectionCloseUser",),
+            connection_per_request=True,
         ),
         Scenario(
             "websocket",

@@ -7,6 +7,7 @@ from loadtests.exporter import Scrape
 from loadtests.locust_run import FailureRow, LocustStats, StatsRow
 from loadtests.report import (
     ExporterDeltas,
+    connection_check,
     handshake_check,
     http_check,
     rejection_check,
@@ -142,3 +143,15 @@ def test_failures_not_by_design_are_told_apart() -> None:
     locust = stats(row("GET", "/", 10, failures=7), rejected=4, other_failures=3)
     assert locust.rejected_by_design == 4
     assert [f.occurrences for f in locust.unexpected_failures] == [3]
+
+
+def test_churn_is_one_connection_per_request() -> None:
+    accepted = "# TYPE shardcorn_connections_accepted counter\n"
+    before = Scrape.parse(accepted + 'shardcorn_connections_accepted_total{shard="0"} 2\n')
+    after = Scrape.parse(accepted + 'shardcorn_connections_accepted_total{shard="0"} 12\n')
+    deltas = ExporterDeltas.between(before, after)
+    for requests, ok in ((10, True), (9, False)):
+        check = connection_check(stats(row("GET", "/ Connection: close", requests)), deltas)
+        assert check is not None
+        assert check.ok is ok
+    assert connection_check(stats(row("GET", "/", 1)), ExporterDeltas.between(after, after)) is None
