@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from loadtests.process import REPO_ROOT
 from loadtests.run import EXIT_BROKEN, EXIT_USAGE, parse_args
 from loadtests.server import SERVER_CMD_ENV
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_fit_two_cores(monkeypatch: pytest.MonkeyPatch) -> None:

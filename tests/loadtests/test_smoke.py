@@ -10,11 +10,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from loadtests.process import REPO_ROOT
+
 # Ready (<= 20 s) + quiet twice (<= 5 s each) + Locust (3 s run + 5 s stop + start-up) and the
 # server's stop, with room for a slow CI machine.
 RUNNER_TIMEOUT = 120
