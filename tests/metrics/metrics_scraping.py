@@ -21,6 +21,29 @@ from shardcorn.testing import ProcessServer, serve_process
 
 METRICS_LINE = re.compile(r"Metrics exporter on (http://\S+)")
 
+# The exporter's interface (dashboards and alerts are built on it): every family, as the
+# parser names it, with its type and labels.
+INTERFACE: dict[str, tuple[str, frozenset[str]]] = {
+    "shardcorn_http_requests": ("counter", frozenset({"shard", "method", "code"})),
+    "shardcorn_http_request_duration_seconds": ("histogram", frozenset({"shard"})),
+    "shardcorn_http_requests_in_flight": ("gauge", frozenset({"shard"})),
+    "shardcorn_connections_open": ("gauge", frozenset({"shard"})),
+    "shardcorn_connections_accepted": ("counter", frozenset({"shard"})),
+    "shardcorn_concurrency_limit": ("gauge", frozenset()),
+    "shardcorn_concurrency_rejected": ("counter", frozenset({"shard"})),
+    "shardcorn_keepalive_idle_connections": ("gauge", frozenset({"shard"})),
+    "shardcorn_keepalive_reused_requests": ("counter", frozenset({"shard"})),
+    "shardcorn_keepalive_timeouts": ("counter", frozenset({"shard"})),
+    "shardcorn_bad_requests": ("counter", frozenset({"shard", "code"})),
+    "shardcorn_websocket_connections_open": ("gauge", frozenset({"shard"})),
+    "shardcorn_websocket_messages": ("counter", frozenset({"shard", "direction"})),
+    "shardcorn_shards": ("gauge", frozenset()),
+    "shardcorn_shard_restarts": ("counter", frozenset({"shard", "reason"})),
+    "shardcorn_shard_resident_memory_bytes": ("gauge", frozenset({"shard"})),
+    "shardcorn_shard_cpu_seconds": ("counter", frozenset({"shard"})),
+    "shardcorn_build_info": ("gauge", frozenset({"version", "python", "loop", "mode"})),
+}
+
 
 @dataclass(frozen=True)
 class Sample:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from metrics_scraping import Scrape
+from metrics_scraping import INTERFACE, Scrape
 from prometheus_client import CollectorRegistry, generate_latest
 
 from shardcorn import __version__
@@ -21,31 +21,9 @@ from shardcorn.config import Config
 from shardcorn.metrics.collector import ShardcornCollector
 from shardcorn.metrics.store import ShardTable, StatsStore
 
-# family name (as the parser reports it) -> (type, labels)
-INTERFACE: dict[str, tuple[str, frozenset[str]]] = {
-    "shardcorn_http_requests": ("counter", frozenset({"shard", "method", "code"})),
-    "shardcorn_http_request_duration_seconds": ("histogram", frozenset({"shard"})),
-    "shardcorn_http_requests_in_flight": ("gauge", frozenset({"shard"})),
-    "shardcorn_connections_open": ("gauge", frozenset({"shard"})),
-    "shardcorn_connections_accepted": ("counter", frozenset({"shard"})),
-    "shardcorn_concurrency_limit": ("gauge", frozenset()),
-    "shardcorn_concurrency_rejected": ("counter", frozenset({"shard"})),
-    "shardcorn_keepalive_idle_connections": ("gauge", frozenset({"shard"})),
-    "shardcorn_keepalive_reused_requests": ("counter", frozenset({"shard"})),
-    "shardcorn_keepalive_timeouts": ("counter", frozenset({"shard"})),
-    "shardcorn_bad_requests": ("counter", frozenset({"shard", "code"})),
-    "shardcorn_websocket_connections_open": ("gauge", frozenset({"shard"})),
-    "shardcorn_websocket_messages": ("counter", frozenset({"shard", "direction"})),
-    "shardcorn_shards": ("gauge", frozenset()),
-    "shardcorn_shard_restarts": ("counter", frozenset({"shard", "reason"})),
-    "shardcorn_shard_resident_memory_bytes": ("gauge", frozenset({"shard"})),
-    "shardcorn_shard_cpu_seconds": ("counter", frozenset({"shard"})),
-    "shardcorn_build_info": ("gauge", frozenset({"version", "python", "loop", "mode"})),
-}
-
 
 def _config(**settings: object) -> Config:
-    return Config(app="shardcorn.demo:app", **settings)  # type: ignore[arg-type]
+    return Config(app="shardcorn.demo:app", **settings)
 
 
 def _scrape(collector: ShardcornCollector) -> Scrape:

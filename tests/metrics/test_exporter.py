@@ -24,7 +24,7 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 def _config(**settings: object) -> Config:
     settings.setdefault("metrics_port", 0)
-    return Config(app="shardcorn.demo:app", **settings)  # type: ignore[arg-type]
+    return Config(app="shardcorn.demo:app", **settings)
 
 
 class _Lines(logging.Handler):
@@ -109,7 +109,8 @@ def test_openmetrics_when_asked(exporter: Exporter, client: httpx.Client) -> Non
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/openmetrics-text")
     assert response.text.endswith("# EOF\n")
-    families = {family.name: family for family in openmetrics_families(response.text)}
+    parsed = openmetrics_families(response.text)  # type: ignore[no-untyped-call]
+    families = {family.name: family for family in parsed}
     assert families["shardcorn_http_requests"].type == "counter"
     assert families["shardcorn_http_request_duration_seconds"].type == "histogram"
 

@@ -20,6 +20,7 @@ from metrics_scraping import (
     wait_closed_by_peer,
     wait_for,
 )
+from websockets.sync.client import connect as ws_connect
 
 from shardcorn.testing import serve_process
 
@@ -250,3 +251,32 @@ def _counters(s: Scrape) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
         for x in s.samples
         if x.name.endswith("_total") and x.name not in skip
     }
+
+
+def test_websocket_counts() -> None:
+    with serve_with_metrics("shardcorn.demo:app") as (server, url):
+        with ws_connect(f"ws://127.0.0.1:{server.port}/ws", open_timeout=5) as ws:
+            for i in range(3):
+                ws.send(f"message {i}")
+                assert ws.recv(timeout=5) == f"message {i}"
+            ws.send(b"bytes too")
+            assert ws.recv(timeout=5) == b"bytes too"
+            s = wait_for(
+                url,
+                lambda s: s.total("shardcorn_websocket_connections_open") == 1,
+                "one open WebSocket",
+            )
+            assert s.total("shardcorn_connections_open") == 1
+            assert s.total("shardcorn_http_requests_total", code="101") == 1
+            assert s.by("shardcorn_websocket_messages_total", "direction") == {
+                "received": 4,
+                "sent": 4,
+            }
+        s = wait_for(
+            url,
+            lambda s: s.total("shardcorn_connections_open") == 0,
+            "the WebSocket closed",
+        )
+        assert s.total("shardcorn_websocket_connections_open") == 0
+        assert s.total("shardcorn_connections_accepted_total") == 1
+        assert s.total("shardcorn_http_requests_total") == 1

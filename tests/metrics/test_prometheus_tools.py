@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from metrics_examples import dashboard_queries
 from metrics_scraping import serve_with_metrics, wait_for
 
 from shardcorn.testing import stop_process
@@ -122,8 +123,8 @@ def _query(url: str, promql: str) -> list[dict[str, object]]:
     response = httpx.get(
         f"{url}/api/v1/query", params={"query": promql}, timeout=5.0, trust_env=False
     )
-    response.raise_for_status()
     payload = response.json()
+    assert response.status_code == 200, f"{promql}: {payload}"
     assert payload["status"] == "success", payload
     result: list[dict[str, object]] = payload["data"]["result"]
     return result
@@ -160,3 +161,9 @@ def test_a_prometheus_server_scrapes_the_exporter(tmp_path: Path) -> None:
             )
             info = _query(prometheus, "shardcorn_build_info")
             assert info[0]["metric"]["mode"] == "single"  # type: ignore[index]
+            # Every query of the example dashboard is valid PromQL over the live series.
+            for title, promql in dashboard_queries():
+                try:
+                    _query(prometheus, promql)
+                except AssertionError as exc:
+                    raise AssertionError(f"dashboard panel {title!r}: {exc}") from None
