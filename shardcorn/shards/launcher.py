@@ -137,7 +137,7 @@ def _shutdown_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 def _single_stats(config: Config) -> ShardStats:
     """The one shard's stats: slot 0 of a one-slot store, in this process's memory."""
-    from shardcorn.metrics.store import StatsStore
+    from shardcorn.metrics.store import StatsStore  # noqa: PLC0415  # beside its one use
 
     return StatsStore(1).writer(0)
 
@@ -145,9 +145,10 @@ def _single_stats(config: Config) -> ShardStats:
 def _start_exporter(config: Config, shard: Shard) -> Exporter | None:
     """Host the exporter in a thread of this process, reporting the one shard as slot 0."""
     if config.metrics_port is None:
-        return None  # prometheus-client is not even imported
-    from shardcorn.metrics.exporter import start_exporter
-    from shardcorn.metrics.store import ShardTable, StatsStore
+        return None
+    # Imported only when asked for: prometheus-client stays out of a server without it.
+    from shardcorn.metrics.exporter import start_exporter  # noqa: PLC0415
+    from shardcorn.metrics.store import ShardTable, StatsStore  # noqa: PLC0415
 
     table = ShardTable("single", loop_name(asyncio.get_event_loop()))
     table.shard_up(0, os.getpid())
