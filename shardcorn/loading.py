@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from shardcorn.config import Config
+from shardcorn.protocol.adapters import ASGI2Adapter
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -35,8 +36,10 @@ def import_from_string(spec: str) -> Any:
     except ModuleNotFoundError as exc:
         # Only a missing module *named by the user* is their typo; a missing import inside
         # their module is a bug in it and keeps its traceback.
-        if exc.name is not None and module_name.startswith(exc.name) and (
-            exc.name == module_name or module_name[len(exc.name)] == "."
+        if (
+            exc.name is not None
+            and module_name.startswith(exc.name)
+            and (exc.name == module_name or module_name[len(exc.name)] == ".")
         ):
             raise AppLoadError(f'could not import module "{module_name}"') from None
         raise
@@ -88,11 +91,9 @@ def load_app(config: Config) -> ASGIApp:
     if interface == "auto":
         interface = detect_interface(app)
     if interface == "asgi2":
-        from shardcorn.protocol.adapters import ASGI2Adapter
-
         return ASGI2Adapter(app)
     if interface == "wsgi":
-        from shardcorn.protocol.wsgi import WSGIAdapter
+        from shardcorn.protocol.wsgi import WSGIAdapter  # noqa: PLC0415 - only for WSGI apps
 
         return WSGIAdapter(app)
     return app  # type: ignore[no-any-return]

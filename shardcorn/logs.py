@@ -28,8 +28,9 @@ LEVELS = {
 error_log = logging.getLogger("shardcorn.error")
 access_log = logging.getLogger("shardcorn.access")
 
-# Control characters (C0, DEL, C1) become \xNN; a backslash is doubled so escapes are unambiguous.
-_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+# Control characters (C0, DEL, C1) become \xNN; a backslash is doubled so escapes are unambiguous,
+# and a double quote is escaped so a request target cannot end the quoted request field early.
+_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x22, *range(0x7F, 0xA0)]}
 _ESCAPES[ord("\\")] = "\\\\"
 
 

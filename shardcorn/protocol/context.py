@@ -72,10 +72,10 @@ class ShardContext:
         )
         self.ws_enabled = config.ws != "none"
         self.asgi_version = {"version": "3.0", "spec_version": "2.4"}
-        self._static_headers = b"".join(
-            b"%s: %s\r\n" % pair for pair in config.extra_headers
-        )
-        if config.server_header:
+        self._static_headers = b"".join(b"%s: %s\r\n" % pair for pair in config.extra_headers)
+        # A --header server:NAME replaces ours, as an app's own server header does.
+        custom_server = any(name == b"server" for name, _ in config.extra_headers)
+        if config.server_header and not custom_server:
             self._static_headers = b"server: shardcorn\r\n" + self._static_headers
         self.default_headers = b""
         self._date_handle: asyncio.TimerHandle | None = None

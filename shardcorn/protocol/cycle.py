@@ -2,18 +2,24 @@
 
 A cycle buffers its request body (the connection pauses reading above a high-water mark),
 frames its response through :class:`ResponseWriter`, and reports back to its connection
-when the response is complete. The app is started *eagerly*: its first step runs at once in
-a copied context, and an ``asyncio.Task`` is made only if it has to wait for something, so a
-handler that answers without waiting costs no task at all.
+when the response is complete.
+
+The app runs in an ``asyncio.Task`` of its own, in a fresh copy of the connection's context
+(never of another request's: a pipelined request is launched from inside the previous one's
+``send``). On Python 3.12+ the task is *eager*: its first step runs at once, inside the task,
+so a handler that answers without waiting finishes before ``data_received`` returns and costs
+no loop iteration. Running that first step without any task would be cheaper still, but then
+``asyncio.current_task()`` is None, and anyio (Starlette's thread pool, cancel scopes),
+sniffio and ``asyncio.timeout`` all fail in it, so Python 3.10/3.11 get a plain task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 import time
-import types
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from shardcorn.logs import access_log, error_log, escape
@@ -43,8 +49,8 @@ class RequestCycle:
         "more_body",
         "proto",
         "scope",
-        "started",
         "start_time",
+        "started",
         "task",
         "waiter",
         "writer",
@@ -106,7 +112,9 @@ class RequestCycle:
             if not self.started and not self.disconnected:
                 self.proto.write(_CONTINUE)
         while True:
-            if self.disconnected:
+            if self.disconnected or self.complete:
+                # ASGI: receive() after the response has been sent, or after the client
+                # went away, says http.disconnect.
                 return _DISCONNECT.copy()
             if self.body or (not self.more_body and not self.last_body_sent):
                 body = bytes(self.body)
@@ -116,12 +124,13 @@ class RequestCycle:
                 self.proto.body_consumed()
                 return {"type": "http.request", "body": body, "more_body": self.more_body}
             # Nothing to hand over: more body is on its way, or the request is fully read
-            # and only a disconnect can come next. Either way, wait; never spin.
+            # and only the end of the response or a disconnect can come next. Either way,
+            # wait; never spin.
             self.proto.body_consumed()
             waiter = self.waiter = self.proto.loop.create_future()
             await waiter
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: MutableMapping[str, Any]) -> None:
         mtype = message["type"]
         if self.started:
             if mtype != "http.response.body":
@@ -132,12 +141,17 @@ class RequestCycle:
                 if not message.get("more_body", False):
                     self.complete = True
                 return  # ASGI: sending to a closed connection is a no-op
-            data = self.writer.body(message.get("body", b""), message.get("more_body", False))
+            writer = self.writer
+            first = not writer.head_sent
+            data = writer.body(message.get("body", b""), message.get("more_body", False))
             proto = self.proto
+            if first and proto.ctx.access_log_enabled:
+                self.log_access(writer.status)  # logged when the head really goes out
             if data:
                 proto.write(data)
-            if self.writer.finished:
+            if writer.finished:
                 self.complete = True
+                self._wake()  # a receive() waiting in another task returns http.disconnect
                 proto.response_complete(self)
             elif proto.write_paused:
                 await proto.drain()
@@ -149,6 +163,10 @@ class RequestCycle:
             return
         proto = self.proto
         keep_alive = self.keep_alive and not proto.ctx.shutting_down
+        if self.expect_100 and self.more_body:
+            # "Expect: 100-continue" unanswered and the body not received: the client may
+            # send that body or not, so nothing after it could be framed. Say we close.
+            keep_alive = False
         try:
             self.writer.start(
                 message["status"],
@@ -161,8 +179,6 @@ class RequestCycle:
         except AppProtocolError as exc:
             raise RuntimeError(str(exc)) from None
         self.started = True
-        if proto.ctx.access_log_enabled:
-            self.log_access(self.writer.status)
 
     def log_access(self, status: int) -> None:
         scope = self.scope
@@ -184,8 +200,11 @@ class RequestCycle:
     async def run(self) -> None:
         proto = self.proto
         try:
-            result = await proto.app(self.scope, self.receive, self.send)
+            app: Any = proto.app  # (typed to return None; a returned value is reported)
+            result = await app(self.scope, self.receive, self.send)
         except BaseException as exc:
+            if isinstance(exc, GeneratorExit):
+                raise  # the coroutine is being closed: it must not go on
             if isinstance(exc, asyncio.CancelledError) and proto.ctx.shutting_down:
                 proto.app_cancelled(self)
                 return
@@ -210,39 +229,26 @@ class RequestCycle:
             proto.app_failed(self)
 
     def start(self) -> None:
-        """Run the app's first step now; make a task only if it has to wait."""
-        context = contextvars.copy_context()
-        coro = self.run()
-        try:
-            pending = context.run(coro.send, None)
-        except StopIteration:
-            return
-        self.task = asyncio.Task(_continue(coro, pending), loop=self.proto.loop, context=context)
+        """Start the app in its own task (eagerly where Python can)."""
+        proto = self.proto
+        self.task = _start_task(proto.loop, self.run(), proto.base_context.copy())
 
 
-@types.coroutine
-def _drive(coro: Coroutine[Any, Any, None], pending: Any) -> Generator[Any, Any, None]:
-    """Carry on a coroutine whose first step already ran and yielded ``pending``.
+if sys.version_info >= (3, 12):
 
-    The task running this sees ``pending`` exactly as if the coroutine had yielded it to the
-    task directly (a future to wait for, or None to yield once), and everything the task
-    sends or throws (results, cancellation) is passed through.
-    """
-    while True:
-        try:
-            value = yield pending
-        except BaseException as exc:
-            try:
-                pending = coro.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                pending = coro.send(value)
-            except StopIteration:
-                return
+    def _start_task(
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, None],
+        context: contextvars.Context,
+    ) -> asyncio.Task[None]:
+        return asyncio.Task(coro, loop=loop, context=context, eager_start=True)
 
+else:
 
-async def _continue(coro: Coroutine[Any, Any, None], pending: Any) -> None:
-    await _drive(coro, pending)
-
+    def _start_task(
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, None],
+        context: contextvars.Context,
+    ) -> asyncio.Task[None]:
+        # Task(context=...) is 3.11+; a task copies the context it is created in.
+        return context.run(loop.create_task, coro)

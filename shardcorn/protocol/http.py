@@ -13,6 +13,7 @@ size and number of header fields (431), and the time to receive a head (408).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 from time import perf_counter
 from typing import Any
@@ -20,7 +21,7 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
-from shardcorn.logs import error_log, escape
+from shardcorn.logs import TRACE, error_log, escape
 from shardcorn.metrics.stats import ShardStats
 from shardcorn.protocol.context import Connection, ShardContext
 from shardcorn.protocol.cycle import BODY_HIGH_WATER, RequestCycle
@@ -58,10 +59,15 @@ class HttpProtocol(asyncio.Protocol, Connection):
         self.server: tuple[str, int] | None = None
         self.scheme = "https" if ctx.ssl_context is not None else "http"
         self.trusted_peer = False
+        # Each request's app runs in a copy of this, never of the context of the request
+        # whose send() happened to launch it.
+        self.base_context = contextvars.copy_context()
         # the request being parsed
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.head_size = 0
+        self.head_size = 0  # header bytes parsed (name + value + ": " + CRLF)
+        self.head_bytes = 0  # bytes received while the head was incomplete
+        self.head_began = False  # a head began in the data being parsed now
         self.in_head = False
         self.host_headers = 0
         self.expect_100 = False
@@ -81,6 +87,7 @@ class HttpProtocol(asyncio.Protocol, Connection):
         self.keepalive_handle: asyncio.TimerHandle | None = None
         self.head_deadline: asyncio.TimerHandle | None = None
         self.closed = False
+        self.launching = False  # _start_next is running cycles (re-entry just returns)
 
     # -- connection lifecycle --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -93,6 +100,8 @@ class HttpProtocol(asyncio.Protocol, Connection):
         )
         self.ctx.connections.add(self)
         self.stats.connection_opened()
+        if self.ctx.trace_enabled:
+            error_log.log(TRACE, "%s - HTTP connection made", self._peer())
         if self.ctx.shutting_down:
             self.closed = True
             transport.close()
@@ -105,6 +114,8 @@ class HttpProtocol(asyncio.Protocol, Connection):
         self.closed = True
         self.ctx.forget(self)
         self.stats.connection_closed()
+        if self.ctx.trace_enabled:
+            error_log.log(TRACE, "%s - HTTP connection lost", self._peer())
         self._cancel_keepalive()
         if self.head_deadline is not None:
             self.head_deadline.cancel()
@@ -122,6 +133,7 @@ class HttpProtocol(asyncio.Protocol, Connection):
     def data_received(self, data: bytes) -> None:
         if self.keepalive_handle is not None:
             self._cancel_keepalive()
+        self.head_began = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -131,12 +143,17 @@ class HttpProtocol(asyncio.Protocol, Connection):
             self._parse_failed(exc)
             return
         if self.in_head:
-            # The head is incomplete: bound its size (httptools keeps no limit of its own)
-            # and its time (a client trickling bytes must not hold the slot forever).
-            self.head_size += len(data)
-            if self.head_size > self.ctx.config.limit_request_headers + self.ctx.config.limit_request_line:
-                self._protocol_error(ProtocolError(431, "Request Header Fields Too Large"))
-                return
+            # The head is incomplete: bound its size (httptools buffers a header line of any
+            # length until it ends, and keeps no limit of its own) and its time (a client
+            # trickling bytes must not hold the slot forever). Bytes of the chunk the head
+            # began in are not counted (the chunk may carry earlier requests too): they are
+            # bounded by the transport's read size.
+            if not self.head_began:
+                self.head_bytes += len(data)
+                config = self.ctx.config
+                if self.head_bytes > config.limit_request_headers + config.limit_request_line:
+                    self._protocol_error(ProtocolError(431, "Request Header Fields Too Large"))
+                    return
             if self.head_deadline is None:
                 self.head_deadline = self.loop.call_later(
                     self.ctx.config.timeout_request_header, self._head_timed_out
@@ -181,8 +198,8 @@ class HttpProtocol(asyncio.Protocol, Connection):
 
     def _send_error_and_close(self, error: ProtocolError) -> None:
         transport = self.transport
-        if transport is None or self.closed:
-            return
+        if transport is None or self.closed or transport.is_closing():
+            return  # (e.g. the bytes after a "Connection: close" request: nobody is listening)
         if self.ctx.trace_enabled or error.status >= 500:
             error_log.warning("Invalid HTTP request: %s", escape(error.reason))
         else:
@@ -197,6 +214,8 @@ class HttpProtocol(asyncio.Protocol, Connection):
         self.url = b""
         self.headers = []
         self.head_size = 0
+        self.head_bytes = 0
+        self.head_began = True
         self.in_head = True
         self.host_headers = 0
         self.expect_100 = False
@@ -211,11 +230,17 @@ class HttpProtocol(asyncio.Protocol, Connection):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
+        if value and value[-1] in (0x20, 0x09):
+            # RFC 9110 5.5: trailing whitespace is not part of the value (llhttp keeps it).
+            value = value.rstrip(b" \t")
         headers = self.headers
         headers.append((name, value))
         self.head_size += len(name) + len(value) + 4
         config = self.ctx.config
-        if len(headers) > config.limit_request_fields or self.head_size > config.limit_request_headers:
+        if (
+            len(headers) > config.limit_request_fields
+            or self.head_size > config.limit_request_headers
+        ):
             self.pending_error = ProtocolError(431, "Request Header Fields Too Large")
             raise self.pending_error
         if name == b"host":
@@ -243,7 +268,7 @@ class HttpProtocol(asyncio.Protocol, Connection):
             self.head_deadline = None
         parser = self.parser
         http_version = parser.get_http_version()
-        if http_version != "1.1" and http_version != "1.0":
+        if http_version not in ("1.1", "1.0"):
             self.pending_error = ProtocolError(505, "HTTP Version Not Supported")
             raise self.pending_error
         if http_version == "1.1" and self.host_headers != 1:
@@ -327,15 +352,31 @@ class HttpProtocol(asyncio.Protocol, Connection):
 
     # -- running cycles --------------------------------------------------------------------
     def _start_next(self) -> None:
-        """Start the current cycle if it has not run; send a deferred error when idle."""
-        cycle = self.cycle
-        if cycle is not None:
-            if not cycle.launched:
+        """Start the current cycle if it has not run; send a deferred error when idle.
+
+        A cycle may finish inside its launch (an eager task that never waits) and make the
+        next pipelined cycle current: this loop then launches that one, instead of each
+        launch nesting inside the previous app's ``send`` (a pipelined burst of thousands of
+        requests would otherwise overflow the stack).
+        """
+        if self.launching:
+            return
+        self.launching = True
+        try:
+            while True:
+                cycle = self.cycle
+                if cycle is None or cycle.launched:
+                    break
                 self._launch(cycle)
+        finally:
+            self.launching = False
+        if self.cycle is not None:
             return
         error = self.pending_error
         if error is not None:
             self._send_error_and_close(error)
+        elif self.parsing is None and not self.in_head and not self.closed:
+            self._arm_keepalive()  # idle: nothing being answered, parsed or received
 
     def _launch(self, cycle: RequestCycle) -> None:
         ctx = self.ctx
@@ -343,6 +384,9 @@ class HttpProtocol(asyncio.Protocol, Connection):
         self.stats.request_started(self.requests_launched > 0)
         self.requests_launched += 1
         ctx.count_request()
+        if ctx.max_requests is not None and ctx.total_requests >= ctx.max_requests:
+            # The shard stops after this one (--limit-max-requests): tell the client.
+            cycle.keep_alive = False
         cycle.launched = True
         cycle.start()
 
@@ -365,17 +409,9 @@ class HttpProtocol(asyncio.Protocol, Connection):
             return
         if self.pipeline:
             self.cycle = self.pipeline.popleft()
-            if self.read_paused and len(self.pipeline) < MAX_PIPELINE // 2:
-                self.resume_reading()
-            self._launch(self.cycle)
-            return
-        if self.pending_error is not None:
-            self._send_error_and_close(self.pending_error)
-            return
-        if self.parsing is None:
-            self._arm_keepalive()
-        if self.read_paused and self.pending_error is None:
-            self.resume_reading()
+        if self.read_paused:
+            self._resume_if_room()
+        self._start_next()
 
     def app_failed(self, cycle: RequestCycle) -> None:
         """The app raised or broke the protocol: 500 if nothing was sent, else drop the line."""
@@ -450,14 +486,28 @@ class HttpProtocol(asyncio.Protocol, Connection):
 
     def body_consumed(self) -> None:
         """The app took buffered body: read more if we had stopped."""
-        if self.read_paused and len(self.pipeline) < MAX_PIPELINE:
-            cycle = self.parsing
-            if cycle is None or len(cycle.body) <= BODY_LOW_WATER:
-                self.resume_reading()
+        if self.read_paused:
+            self._resume_if_room()
+
+    def _resume_if_room(self) -> None:
+        """Resume reading unless a queue is still full: the pipeline, or the body buffered
+        for the request being received."""
+        if len(self.pipeline) >= MAX_PIPELINE // 2:
+            return
+        cycle = self.parsing
+        if cycle is not None and not cycle.complete and len(cycle.body) > BODY_LOW_WATER:
+            return
+        self.resume_reading()
 
     # -- keep-alive and timeouts -----------------------------------------------------------
     def _arm_keepalive(self) -> None:
-        if self.keepalive_handle is None and not self.closed:
+        transport = self.transport
+        if (
+            self.keepalive_handle is None
+            and not self.closed
+            and transport is not None
+            and not transport.is_closing()
+        ):
             self.stats.keepalive_idle(1)
             self.keepalive_handle = self.loop.call_later(
                 self.ctx.keep_alive_timeout, self._keepalive_expired
@@ -480,9 +530,7 @@ class HttpProtocol(asyncio.Protocol, Connection):
     def _head_timed_out(self) -> None:
         self.head_deadline = None
         if self.in_head and not self.closed:
-            self.pending_error = ProtocolError(408, "Request Timeout")
-            self.in_head = False
-            self._start_next()
+            self._protocol_error(ProtocolError(408, "Request Timeout"))
 
     # -- upgrade ---------------------------------------------------------------------------
     def _upgrade(self, data: bytes, upgrade: httptools.HttpParserUpgrade) -> None:
@@ -511,10 +559,14 @@ class HttpProtocol(asyncio.Protocol, Connection):
         return self.cycle is not None or self.parsing is not None
 
     def shutdown(self) -> None:
-        """Close now if idle; otherwise after the response in progress."""
-        if self.cycle is None and self.parsing is None:
+        """Close now unless a response is in progress; then close after it.
+
+        A request still being received, with no app running for it yet (or whose response
+        is already complete), is dropped: it has not been started, so nothing is lost.
+        """
+        if self.cycle is None:
             self._close()
-        elif self.cycle is not None:
+        else:
             self.cycle.keep_alive = False
 
     def cancel(self) -> None:
@@ -527,9 +579,12 @@ class HttpProtocol(asyncio.Protocol, Connection):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
 
+    def _peer(self) -> str:
+        client = self.client
+        return f"{client[0]}:{client[1]}" if client else "-"
+
     def _close(self) -> None:
         transport = self.transport
         self._cancel_keepalive()
         if transport is not None and not transport.is_closing():
             transport.close()
-

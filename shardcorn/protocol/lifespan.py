@@ -9,13 +9,14 @@ lifespan (many apps reject unknown scope types), and serving goes on without it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import MutableMapping
 from typing import Any
 
-from shardcorn.logs import error_log
 from shardcorn.loading import ASGIApp
+from shardcorn.logs import error_log
 
 
-class LifespanFailed(Exception):
+class LifespanFailed(Exception):  # noqa: N818 - named for the event, like the ASGI message
     """Startup or shutdown failed; the message is the app's, or the exception it raised."""
 
 
@@ -42,33 +43,51 @@ class Lifespan:
         if message is None:
             return  # the app does not do lifespan (auto)
         if message["type"] == "lifespan.startup.failed":
+            await self._end_task()
             raise LifespanFailed(message.get("message") or "lifespan startup failed")
         error_log.info("Application startup complete.")
 
     async def shutdown(self) -> None:
-        if not self.supported or self._task is None:
-            return
+        task = self._task
+        if not self.supported or task is None or task.done():
+            return  # no lifespan, or the app already ended it
         error_log.info("Waiting for application shutdown.")
-        if self._task.done():
-            return
         loop = asyncio.get_running_loop()
         self._answer = loop.create_future()
         await self._inbox.put({"type": "lifespan.shutdown"})
-        message = await self._wait_answer()
-        if message is not None and message["type"] == "lifespan.shutdown.failed":
+        try:
+            message = await self._wait_answer()
+        except LifespanFailed as exc:
+            error_log.error("Application shutdown failed: %s", exc)
+            return
+        if message is None:
+            return  # the app returned without answering (auto): nothing to report
+        if message["type"] == "lifespan.shutdown.failed":
             error_log.error("Application shutdown failed: %s", message.get("message", ""))
             return
         error_log.info("Application shutdown complete.")
-        await asyncio.wait({self._task}, timeout=1.0)
+        # Let the app's code after its answer run, within reason.
+        await asyncio.wait({task}, timeout=1.0)
+        await self._end_task()
+
+    async def _end_task(self) -> None:
+        """Cancel the app's lifespan call if it is still waiting, and wait for it to end."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})
 
     async def _wait_answer(self) -> dict[str, Any] | None:
-        assert self._answer is not None and self._task is not None
-        done, _ = await asyncio.wait({self._answer, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if self._answer in done:
-            return self._answer.result()
+        answer, task = self._answer, self._task
+        assert answer is not None and task is not None
+        waiters: set[asyncio.Future[Any]] = {answer, task}
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if answer.done():
+            message: dict[str, Any] = answer.result()
+            return message
         # The app returned or raised without answering.
         if self._error is not None:
-            if self.mode == "auto":
+            if self.mode == "auto" and not self._answered_startup:
                 self.supported = False
                 error_log.info("ASGI 'lifespan' protocol appears unsupported.")
                 return None
@@ -86,6 +105,8 @@ class Lifespan:
         }
         try:
             await self.app(scope, self._receive, self._send)
+        except (asyncio.CancelledError, GeneratorExit):
+            raise  # the loop is closing down, not an error of the app
         except BaseException as exc:
             self._error = exc
             if self.mode == "on" or self._answered_startup:
@@ -95,10 +116,10 @@ class Lifespan:
 
     _answered_startup = False
 
-    async def _receive(self) -> dict[str, Any]:
+    async def _receive(self) -> MutableMapping[str, Any]:
         return await self._inbox.get()
 
-    async def _send(self, message: dict[str, Any]) -> None:
+    async def _send(self, message: MutableMapping[str, Any]) -> None:
         kind = message["type"]
         expected = (
             ("lifespan.startup.complete", "lifespan.startup.failed")
@@ -109,4 +130,4 @@ class Lifespan:
             raise RuntimeError(f"unexpected lifespan message {kind!r}")
         self._answered_startup = True
         if self._answer is not None and not self._answer.done():
-            self._answer.set_result(message)
+            self._answer.set_result(dict(message))

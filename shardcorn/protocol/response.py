@@ -5,7 +5,8 @@ messages and returns the bytes to write. It decides the framing once, at the fir
 message, so a small response goes out as one buffer (head and body together):
 
 * the app gave ``content-length``: that many bytes, no more, no less;
-* no body allowed (HEAD, 1xx, 204, 304): nothing is sent, whatever the app gives;
+* no body allowed (HEAD, 1xx, 204, 304): nothing is sent, whatever the app gives (a HEAD
+  answer keeps the app's content-length, or gets the length of the body the app gave);
 * the first body message is also the last: we know the length, so we add ``content-length``;
 * otherwise HTTP/1.1 gets ``transfer-encoding: chunked``, HTTP/1.0 a body ended by closing.
 
@@ -22,6 +23,8 @@ from http import HTTPStatus
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 _NO_BODY_STATUS = frozenset({204, 304})
+# RFC 9110 8.6: no content-length in a 1xx or 204 response.
+_NO_LENGTH_STATUS = frozenset({*range(100, 200), 204})
 
 
 class AppProtocolError(Exception):
@@ -51,7 +54,9 @@ class ResponseWriter:
     """Frames one response. Create one per request; feed it start, then body messages."""
 
     __slots__ = (
+        "_close_requested",
         "_head",
+        "_head_request",
         "_http11",
         "_keep_alive",
         "_length",
@@ -76,6 +81,8 @@ class ResponseWriter:
         self._keep_alive = True
         self._http11 = True
         self._own_connection = False
+        self._close_requested = False
+        self._head_request = False
         self.status = 0
         self.bytes_sent = 0
         self.finished = False
@@ -106,7 +113,9 @@ class ResponseWriter:
         ``server`` or ``date`` header from the app replaces ours.
         """
         if type(status) is not int:
-            raise AppProtocolError(f"the response status must be an int, got {status!r}")
+            if not isinstance(status, int) or isinstance(status, bool):
+                raise AppProtocolError(f"the response status must be an int, got {status!r}")
+            status = int(status)  # an IntEnum such as http.HTTPStatus.OK
         parts = [status_line(status)]
         length: int | None = None
         own_server = own_date = own_connection = False
@@ -115,7 +124,9 @@ class ResponseWriter:
             try:
                 name, value = item
             except (TypeError, ValueError):
-                raise AppProtocolError(f"a response header must be a (name, value) pair: {item!r}")
+                raise AppProtocolError(
+                    f"a response header must be a (name, value) pair: {item!r}"
+                ) from None
             if type(name) is not bytes or type(value) is not bytes:
                 if not isinstance(name, (bytes, bytearray)) or not isinstance(
                     value, (bytes, bytearray)
@@ -128,13 +139,14 @@ class ResponseWriter:
                 raise AppProtocolError(f"invalid response header value for {name!r}")
             lower = name.lower()
             if lower == b"content-length":
-                try:
-                    new_length = int(value)
-                except ValueError:
-                    raise AppProtocolError(f"invalid content-length {value!r}") from None
-                if new_length < 0 or (length is not None and length != new_length):
+                if not value.isdigit():  # int() would take "+1", " 1", "1_0"
                     raise AppProtocolError(f"invalid content-length {value!r}")
+                new_length = int(value)
+                if length is not None and length != new_length:
+                    raise AppProtocolError(f"conflicting content-length {value!r}")
                 length = new_length
+                if status in _NO_LENGTH_STATUS:
+                    continue
             elif lower == b"connection":
                 own_connection = True
                 if b"close" in value.lower():
@@ -148,19 +160,22 @@ class ResponseWriter:
                 continue
             parts.append(b"%s: %s\r\n" % (name, value))
         if own_server or own_date:
-            default_headers = b"".join(
-                line
-                for line in default_headers.split(b"\r\n")
-                if line
-                and not (own_server and line[:7].lower() == b"server:")
-                and not (own_date and line[:5].lower() == b"date:")
-                for line in (line + b"\r\n",)
-            )
+            kept = []
+            for line in default_headers.split(b"\r\n"):
+                lower_line = line.lower()
+                if not line or (own_server and lower_line.startswith(b"server:")):
+                    continue
+                if own_date and lower_line.startswith(b"date:"):
+                    continue
+                kept.append(line + b"\r\n")
+            default_headers = b"".join(kept)
         parts.insert(1, default_headers)
         self.status = status
         self._own_connection = own_connection
+        self._close_requested = close_requested
+        self._head_request = head_request
         self._no_body = head_request or status < 200 or status in _NO_BODY_STATUS
-        self._length = length
+        self._length = None if status in _NO_LENGTH_STATUS else length
         self._keep_alive = keep_alive and not close_requested
         self._head = b"".join(parts)
         self._http11 = http11
@@ -208,12 +223,13 @@ class ResponseWriter:
             raise AppProtocolError("the response body is shorter than its content-length")
 
     def _connection_line(self) -> bytes:
-        """Say what happens to the connection, unless the app already did."""
-        if self._own_connection:
-            return b""
+        """Say what happens to the connection, unless the app already said it."""
         if not self._keep_alive:
-            return b"connection: close\r\n"
-        return b"" if self._http11 else b"connection: keep-alive\r\n"
+            # Closing overrides whatever else the app said ("close" wins in a list).
+            return b"" if self._close_requested else b"connection: close\r\n"
+        if self._own_connection or self._http11:
+            return b""
+        return b"connection: keep-alive\r\n"
 
     def _first_body(self, data: bytes, more_body: bool) -> bytes:
         head = self._head
@@ -221,10 +237,20 @@ class ResponseWriter:
         length = self._length
         if self._no_body:
             # The app's headers (a HEAD answer's content-length included) go out as given.
+            # A HEAD answer given its whole body at once gets the content-length that GET
+            # would have had.
+            if self._head_request and length is None and data and not more_body:
+                head += b"content-length: %d\r\n" % len(data)
             self._mode = self.EMPTY
             self.finished = not more_body
             return head + self._connection_line() + b"\r\n"
         if length is not None:
+            # Check before anything is handed out, so a wrong length on the first body
+            # message still lets the caller answer 500 instead of a broken response.
+            if len(data) > length:
+                raise AppProtocolError("the response body is longer than its content-length")
+            if not more_body and len(data) < length:
+                raise AppProtocolError("the response body is shorter than its content-length")
             self._mode = self.LENGTH
             self._remaining = length
             return head + self._connection_line() + b"\r\n" + self.body(data, more_body)
