@@ -59,6 +59,24 @@ class Shard:
             for connection in list(self.ctx.connections):
                 connection.abort()
 
+    async def _start_lifespan(self, lifespan: Lifespan) -> bool:
+        """Run lifespan startup unless stop() comes first; False if it did. A signal while
+        the app starts must not wait for a startup that may never end."""
+        assert self._stop is not None
+        startup = asyncio.ensure_future(lifespan.startup())
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({startup, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if startup.done():
+            startup.result()  # raises LifespanFailed
+            return True
+        startup.cancel()
+        await asyncio.wait({startup})
+        error_log.info("Stopped during application startup.")
+        return False
+
     async def serve(self, on_ready: Callable[[], None] | None = None) -> int:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
@@ -68,10 +86,12 @@ class Shard:
         ctx.max_requests_reached = self._stop
         lifespan = Lifespan(self.app, self.config.lifespan, ctx.lifespan_state)
         try:
-            await lifespan.startup()
+            started = await self._start_lifespan(lifespan)
         except LifespanFailed as exc:
             error_log.error("Application startup failed: %s", exc)
             return EXIT_LIFESPAN
+        if not started:
+            return EXIT_OK  # stopped while the app was starting: nothing was served
         for sock in self.sockets:
             server = await loop.create_server(
                 lambda: HttpProtocol(ctx),

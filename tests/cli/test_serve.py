@@ -170,6 +170,25 @@ def test_lifespan_on_with_an_app_that_raises_exits_3(tmp_path: Path) -> None:
     assert "AssertionError: no lifespan here" in server.log
 
 
+def test_signal_during_a_startup_that_never_ends(tmp_path: Path) -> None:
+    (tmp_path / "stuck.py").write_text(
+        textwrap.dedent("""
+        import asyncio
+
+        async def app(scope, receive, send):
+            await receive()
+            await asyncio.sleep(3600)  # a startup that hangs (a database that never answers)
+    """)
+    )
+    args = ["stuck:app", "--app-dir", str(tmp_path), "--port", "0"]
+    with serve_process(args, ready=False) as server:
+        server.read_until("Waiting for application startup.")
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(TIMEOUT) == 0
+    assert "Stopped during application startup." in server.log
+    assert "running on" not in server.log
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_gracefully_with_exit_0(slow_app: list[str], signum: int) -> None:
     with serve_process([*slow_app, "--port", "0"]) as server:
