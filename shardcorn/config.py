@@ -79,6 +79,10 @@ class Config:
         10.0, "Replace a shard that does not answer a health check for this many seconds.",
         minimum=0.1,
     )
+    timeout_shard_startup: float = option(
+        60.0, "A shard must be serving (app imported, lifespan started) within this many seconds.",
+        minimum=0.1,
+    )
 
     # -- implementation choices ------------------------------------------------------------
     loop: str = option("auto", "Event loop implementation.", choices=("auto", "uvloop", "asyncio"))
