@@ -97,6 +97,9 @@ class Config:
     interface: str = option(
         "auto", "Application interface.", choices=("auto", "asgi3", "asgi2", "wsgi")
     )
+    wsgi_threads: int = option(
+        10, "Threads per shard that run a WSGI app's requests (--interface wsgi).", minimum=1
+    )
 
     # -- the app ---------------------------------------------------------------------------
     app_dir: str = option(".", "Look for the app's module in this directory.")
@@ -115,8 +118,9 @@ class Config:
         True, "Trust X-Forwarded-Proto/-For/-Port from addresses in --forwarded-allow-ips."
     )
     forwarded_allow_ips: str = option(
-        "127.0.0.1",
-        "Comma-separated addresses/CIDR ranges (or '*') trusted for proxy headers.",
+        "127.0.0.1,::1",
+        "Comma-separated addresses/CIDR ranges trusted for proxy headers; '*' trusts every "
+        "peer, 'unix:' peers on a UNIX socket.",
         envvars=("FORWARDED_ALLOW_IPS",),
     )
     server_header: bool = option(True, "Send a 'server: shardcorn' header.")
@@ -137,7 +141,10 @@ class Config:
     )
     limit_request_line: int = option(8190, "Longest request line, in bytes (414).", minimum=64)
     limit_request_headers: int = option(
-        65536, "Largest request head (all header lines), in bytes (431).", minimum=256
+        65536,
+        "Largest request head (all header lines), in bytes (431).",
+        minimum=256,
+        flags=("--h11-max-incomplete-event-size",),  # uvicorn's name for the same guard
     )
     limit_request_fields: int = option(100, "Most header fields in a request (431).", minimum=1)
     limit_request_body: int | None = option(
@@ -161,11 +168,17 @@ class Config:
     ssl_keyfile: str | None = option(None, "TLS private key file.")
     ssl_certfile: str | None = option(None, "TLS certificate file.")
     ssl_keyfile_password: str | None = option(None, "Password of the TLS private key.")
-    ssl_version: int = option(17, "TLS protocol (ssl.PROTOCOL_*; 17 = PROTOCOL_TLS_SERVER).")
+    ssl_version: int = option(
+        17, "TLS protocol as an ssl.PROTOCOL_* number: 17 (TLS_SERVER) and 2 (TLS) negotiate; "
+        "3, 4, 5 pin TLS 1.0, 1.1, 1.2."
+    )
     ssl_cert_reqs: int = option(0, "Client certificates: 0 none, 1 optional, 2 required.",
                                 minimum=0)
     ssl_ca_certs: str | None = option(None, "CA certificates file for client certificates.")
-    ssl_ciphers: str = option("TLSv1", "Ciphers to allow (OpenSSL cipher list).")
+    # uvicorn 0.54 dropped its old "TLSv1" default: that string limits TLS 1.2 to legacy
+    # SHA-1 CBC suites. Unset means OpenSSL's own defaults.
+    ssl_ciphers: str | None = option(None, "Ciphers to allow (OpenSSL cipher list; default: "
+                                     "OpenSSL's).")
 
     # -- reload ----------------------------------------------------------------------------
     reload: bool = option(False, "Restart the server when source files change.", negatable=False)
@@ -175,7 +188,10 @@ class Config:
                                               flags=("--reload-include",))
     reload_excludes: tuple[str, ...] = option((), "Glob of files to ignore (repeatable).",
                                               flags=("--reload-exclude",))
-    reload_delay: float = option(0.25, "Seconds to wait between checks for changes.", minimum=0.0)
+    reload_delay: float = option(
+        0.25, "Seconds the files must stay unchanged after a change before the restart.",
+        minimum=0.0,
+    )
 
     # -- metrics ---------------------------------------------------------------------------
     metrics_port: int | None = option(
@@ -206,6 +222,11 @@ class Config:
         if not self.metrics_path.startswith("/"):
             raise ConfigError(f"--metrics-path must start with '/': {self.metrics_path!r}")
         parse_trusted_hosts(self.forwarded_allow_ips)
+        if self.ssl_version not in SSL_PROTOCOLS:
+            known = ", ".join(f"{n} ({name})" for n, name in SSL_PROTOCOLS.items())
+            raise ConfigError(f"--ssl-version {self.ssl_version}: a server can use {known}")
+        if self.ssl_cert_reqs not in (0, 1, 2):
+            raise ConfigError(f"--ssl-cert-reqs {self.ssl_cert_reqs}: expected 0, 1 or 2")
 
     # -- derived values --------------------------------------------------------------------
     @property
@@ -243,8 +264,13 @@ def _declared_values(config: Config) -> Iterator[tuple[str, OptionInfo, Any]]:
         yield f.name, f.metadata["shardcorn"], getattr(config, f.name)
 
 
-def _check_one(name: str, info: OptionInfo, value: Any) -> None:
-    flag = "--" + name.replace("_", "-")
+def check_setting(name: str, value: Any, label: str) -> None:
+    """Check one value against its setting's choices and bounds; errors start with ``label``."""
+    _check_one(name, Config.__dataclass_fields__[name].metadata["shardcorn"], value, label)
+
+
+def _check_one(name: str, info: OptionInfo, value: Any, label: str | None = None) -> None:
+    flag = label or "--" + name.replace("_", "-")
     if value is None:
         return
     if info.choices is not None and value not in info.choices:
@@ -266,6 +292,17 @@ def parse_header_option(raw: str) -> tuple[bytes, bytes]:
         return name.lower().encode("ascii"), value.encode("latin-1")
     except UnicodeEncodeError:
         raise ConfigError(f"--header {raw!r}: the value must be Latin-1") from None
+
+
+# The ssl.PROTOCOL_* numbers --ssl-version accepts (uvicorn's option takes these numbers).
+# The client-only 16 (PROTOCOL_TLS_CLIENT) and the removed SSLv2/SSLv3 cannot serve.
+SSL_PROTOCOLS = {
+    2: "PROTOCOL_TLS",
+    3: "PROTOCOL_TLSv1",
+    4: "PROTOCOL_TLSv1_1",
+    5: "PROTOCOL_TLSv1_2",
+    17: "PROTOCOL_TLS_SERVER",
+}
 
 
 TrustedHosts = tuple[bool, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], frozenset[str]]

@@ -63,15 +63,17 @@ def _positional_arity(func: Any) -> int | None:
 
 
 def detect_interface(app: Any) -> str:
-    """Tell ASGI 3 (app(scope, receive, send)) from ASGI 2 (app(scope) -> instance)."""
+    """Tell ASGI 3 (app(scope, receive, send)) from ASGI 2 (app(scope) -> instance) and
+    WSGI (app(environ, start_response)): no ASGI app can be called with two arguments."""
     if inspect.isclass(app):
-        # An ASGI 2 app is often a class constructed with the scope.
+        # An ASGI 2 app is often a class constructed with the scope; PEP 3333 allows a
+        # class constructed with (environ, start_response) whose instances are iterated.
         arity = _positional_arity(app)
-        return "asgi2" if arity == 1 else "asgi3"
+        return {1: "asgi2", 2: "wsgi"}.get(arity or 0, "asgi3")
     target = app if inspect.isfunction(app) or inspect.ismethod(app) else type(app).__call__
     arity = _positional_arity(app)
-    if arity == 1 and not inspect.iscoroutinefunction(target):
-        return "asgi2"
+    if arity in (1, 2) and not inspect.iscoroutinefunction(target):
+        return "asgi2" if arity == 1 else "wsgi"
     return "asgi3"
 
 
@@ -95,5 +97,5 @@ def load_app(config: Config) -> ASGIApp:
     if interface == "wsgi":
         from shardcorn.protocol.wsgi import WSGIAdapter  # noqa: PLC0415 - only for WSGI apps
 
-        return WSGIAdapter(app)
+        return WSGIAdapter(app, threads=config.wsgi_threads)
     return app  # type: ignore[no-any-return]

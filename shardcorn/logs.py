@@ -96,16 +96,33 @@ def configure_logging(
 
 
 def _load_log_config(path: str) -> None:
+    """Apply a .json/.yaml dictConfig or an .ini fileConfig; a broken one is one line."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"log config file not found: {path}")
-    if path.endswith(".json"):
-        with open(path, encoding="utf-8") as fh:
-            logging.config.dictConfig(json.load(fh))
-    elif path.endswith((".yaml", ".yml")):
-        import yaml
+    try:
+        if path.endswith((".json", ".yaml", ".yml")):
+            loaded = _read_dict_config(path)
+            if not isinstance(loaded, dict):
+                raise ValueError("expected a mapping (a logging dictConfig)")
+            # Python's default would silence every logger the file does not name, the
+            # server's own included; say so in the file to get that.
+            loaded.setdefault("disable_existing_loggers", False)
+            logging.config.dictConfig(loaded)
+        else:
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+    except Exception as exc:  # any failure here is the file's; logging's stack would not help
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, KeyError):
+            reason = f"missing section or key {exc}"
+        raise ValueError(f"--log-config {path}: {reason}") from None
 
-        with open(path, encoding="utf-8") as fh:
-            loaded: Any = yaml.safe_load(fh)
-        logging.config.dictConfig(loaded)
-    else:
-        logging.config.fileConfig(path, disable_existing_loggers=False)
+
+def _read_dict_config(path: str) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        if path.endswith(".json"):
+            return json.load(fh)
+        try:
+            import yaml  # noqa: PLC0415 - an optional dependency, needed for .yaml only
+        except ImportError:
+            raise ValueError("YAML needs PyYAML: pip install 'shardcorn[standard]'") from None
+        return yaml.safe_load(fh)

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from shardcorn import __version__
+from shardcorn.cli.uvicorn_compat import ExplainedChoice, refused_flag_options
 from shardcorn.config import Config, ConfigError, declared_options
 
 
@@ -40,24 +41,22 @@ def build_options() -> list[click.Parameter]:
         if default not in (None, (), "") and not isinstance(default, bool):
             help_text += f"  [default: {default}]"
         common: dict[str, Any] = {"help": help_text, "envvar": envvars, "default": None}
-        decls = [flag, *info.flags]
+        decls = [flag, *info.flags, f.name]  # the bare name is the parameter's name
         if kind is bool:
             if info.negatable:
-                decls = [f"{flag}/--no-{flag[2:]}"]
-            params.append(click.Option(decls, f.name, is_flag=True, **common))
+                decls = [f"{flag}/--no-{flag[2:]}", f.name]
+            params.append(click.Option(decls, is_flag=True, **common))
             continue
         if typing.get_origin(kind) is tuple:
             params.append(
-                click.Option(decls, f.name, multiple=True, type=str, metavar=info.metavar,
+                click.Option(decls, multiple=True, type=str, metavar=info.metavar,
                              help=help_text, envvar=envvars)
             )
             continue
         click_type: Any = {int: click.INT, float: click.FLOAT, str: click.STRING}[kind]
         if info.choices is not None:
-            click_type = click.Choice(info.choices)
-        params.append(
-            click.Option(decls, f.name, type=click_type, metavar=info.metavar, **common)
-        )
+            click_type = ExplainedChoice(info.choices, f.name)
+        params.append(click.Option(decls, type=click_type, metavar=info.metavar, **common))
     return params
 
 
@@ -106,6 +105,7 @@ def build_command() -> click.Command:
             help="Read settings from this TOML file (command-line options win).",
         ),
         *build_options(),
+        *refused_flag_options(),
     ]
     command = click.Command(
         "shardcorn",

@@ -46,13 +46,24 @@ def load_env_file(path: str) -> None:
     load_dotenv(path, override=True)
 
 
-def run(config: Config) -> int:
-    """Serve until stopped; return the process exit code."""
+def run(config: Config, stop_signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> int:
+    """Serve until stopped; return the process exit code.
+
+    ``stop_signals`` are the signals that stop one shard served here (a --reload child is
+    stopped by its parent's SIGTERM alone; see shards.reload).
+    """
     try:
         prepare_process(config)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
+    try:
+        # Here, before any dispatch, so every mode (one shard, a supervisor, --reload)
+        # refuses a bad certificate with one line before it binds anything.
+        startup_checks(config)
+    except (TLSError, ConfigError) as exc:
+        error_log.error("%s", exc)
+        return EXIT_STARTUP
     if config.reload:
         from shardcorn.shards.reload import run_with_reload
 
@@ -61,7 +72,7 @@ def run(config: Config) -> int:
         from shardcorn.shards.supervisor import Supervisor
 
         return Supervisor(config).run()
-    return run_single(config)
+    return run_single(config, stop_signals)
 
 
 def startup_checks(config: Config) -> None:
@@ -69,9 +80,11 @@ def startup_checks(config: Config) -> None:
     create_ssl_context(config)
 
 
-def run_single(config: Config) -> int:
+def run_single(
+    config: Config, stop_signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+) -> int:
+    """Serve ``config`` with one shard on this thread; ``stop_signals`` stop it gracefully."""
     try:
-        startup_checks(config)
         app = load_app(config)
         sockets = bind_sockets(config, 1)
     except (AppLoadError, BindError, TLSError, ConfigError) as exc:
@@ -103,12 +116,12 @@ def run_single(config: Config) -> int:
                 loop_name(loop),
             )
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in stop_signals:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         code = loop.run_until_complete(shard.serve(on_ready))
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in stop_signals:
             loop.remove_signal_handler(signum)
         _shutdown_loop(loop)
         for sock in sockets:
