@@ -43,7 +43,7 @@ from typing import Any
 
 from wsproto.connection import Connection as FrameConnection
 from wsproto.connection import ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
+from wsproto.events import CloseConnection, Message, Ping, Pong
 from wsproto.extensions import Extension
 
 from shardcorn.logs import TRACE, access_log, error_log, escape
@@ -60,8 +60,10 @@ from shardcorn.protocol.ws_handshake import (
 )
 from shardcorn.protocol.ws_keepalive import Keepalive
 from shardcorn.protocol.ws_messages import (
+    FAILURE_REASONS,
     NEXT,
     ClientDisconnectedError,
+    MessageAssembler,
     State,
     accept_choices,
     close_args,
@@ -75,11 +77,6 @@ PENDING_LIMIT = 64 * 1024
 # once we close: a peer that neither answers nor reads is then dropped. The websockets
 # library uses the same default for its close_timeout.
 CLOSE_TIMEOUT = 10.0
-_FAILURE_REASONS = {
-    1002: "protocol error",
-    1007: "invalid frame payload data",
-    1009: "message too big",
-}
 _SCHEMES = {"http": "ws", "https": "wss"}
 _CONNECT = {"type": "websocket.connect"}
 
@@ -120,14 +117,15 @@ class WebSocketProtocol(asyncio.Protocol, Connection):
         self.request: HandshakeRequest | None = None
         self.frames: FrameConnection | None = None  # wsproto, once the app has accepted
         self.pending_in = bytearray()  # bytes received before the accept
-        # messages for the app, and the one being reassembled from fragments
+        # messages for the app, and the one being reassembled from its fragments
         self.queue: deque[dict[str, Any]] = deque()
         self.max_queue = self.config.ws_max_queue
-        self.fragments: list[Any] = []
+        self.assembler = MessageAssembler()
         self.pull_paused = False  # the queue is full: frames wait, unparsed, in wsproto
         self.read_paused = False
         self.receive_waiter: asyncio.Future[None] | None = None
         self.connect_delivered = False
+        self.failure: tuple[int, str] | None = None  # a protocol error, until we close for it
         self.close_code: int | None = None  # what the app gets in websocket.disconnect
         self.close_reason = ""
         self.lost = False  # connection_lost has run
@@ -320,21 +318,11 @@ class WebSocketProtocol(asyncio.Protocol, Connection):
     def _on_data(self, event: Message[Any]) -> None:
         if self.state is not State.OPEN:
             return  # after our Close, data is read (to find the peer's Close) and dropped
-        fragments = self.fragments
-        if not event.message_finished:
-            fragments.append(event.data)
-            return
-        data = event.data
-        if fragments:
-            fragments.append(data)
-            data = "".join(fragments) if isinstance(event, TextMessage) else b"".join(fragments)
-            fragments.clear()
-        if isinstance(event, BytesMessage):
-            self.queue.append({"type": "websocket.receive", "bytes": bytes(data)})
-        else:
-            self.queue.append({"type": "websocket.receive", "text": data})
-        self.stats.websocket_message(True)
-        self._wake()
+        message = self.assembler.add(event)
+        if message is not None:
+            self.queue.append(message)
+            self.stats.websocket_message(True)
+            self._wake()
 
     def _on_close(self, event: CloseConnection, frames: FrameConnection) -> None:
         if frames.state is ConnectionState.REMOTE_CLOSING:
@@ -343,15 +331,33 @@ class WebSocketProtocol(asyncio.Protocol, Connection):
             self._write(frames.send(event.response()))
         elif frames.state is not ConnectionState.CLOSED:
             # wsproto could not parse the input: fail the connection (RFC 6455 7.1.7) with the
-            # code it chose (1002, 1007, or 1009 from our size limits), without waiting.
+            # code it chose (1002, 1007, or 1009 from our size limits).
             code = int(event.code)
-            reason = _FAILURE_REASONS.get(code, event.reason or "")
             if self.ctx.trace_enabled:
                 error_log.log(TRACE, "WebSocket protocol error (%d): %s", code, event.reason)
-            self._record_close(code, reason)
-            if frames.state is ConnectionState.OPEN:
-                self._write(frames.send(CloseConnection(code, reason)))
+            self.failure = (code, FAILURE_REASONS.get(code, event.reason or ""))
+            if self.queue and self.state is State.OPEN:
+                # The messages before the bad frame were valid: the app gets them, and its
+                # answers go out before our Close (receive() fails the connection once the
+                # queue is empty; CLOSE_TIMEOUT bounds the wait). Nothing more is read.
+                self.pull_paused = True
+                self._update_reading()
+                self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self._fail)
+                return
+            self._fail()
+            return
         # else: the peer answered our Close; the closing handshake is complete.
+        self._finish()
+
+    def _fail(self) -> None:
+        """Fail the connection: our Close with the failure's code, then close at once."""
+        failure, self.failure = self.failure, None
+        if failure is None:
+            return
+        self._record_close(*failure)
+        frames = self.frames
+        if self.state is State.OPEN and frames is not None and frames.state is ConnectionState.OPEN:
+            self._write(frames.send(CloseConnection(*failure)))
         self._finish()
 
     def _update_reading(self) -> None:
@@ -374,9 +380,13 @@ class WebSocketProtocol(asyncio.Protocol, Connection):
             queue = self.queue
             if queue:
                 message = queue.popleft()
-                if self.pull_paused and len(queue) < self.max_queue:
+                # Resume at half full, not at the first free slot: pausing and resuming the
+                # transport for every message would cost more than the messages.
+                if self.pull_paused and len(queue) <= self.max_queue // 2:
                     self._resume_pulling()
                 return message
+            if self.failure is not None:
+                self._fail()
             if self.state is State.CLOSED:
                 return {
                     "type": "websocket.disconnect",
@@ -387,6 +397,8 @@ class WebSocketProtocol(asyncio.Protocol, Connection):
             await waiter
 
     def _resume_pulling(self) -> None:
+        if self.failure is not None:
+            return  # nothing after a bad frame is read
         self.pull_paused = False
         self.keepalive.release()
         if self.state in (State.OPEN, State.CLOSING) and self.frames is not None:

@@ -34,6 +34,13 @@ _RESERVED = frozenset(
 # use). 1004-1006 and 1015 are reserved: never on the wire.
 SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 
+# The reason we give with the close code when the peer breaks the protocol.
+FAILURE_REASONS = {
+    1002: "protocol error",
+    1007: "invalid frame payload data",
+    1009: "message too big",
+}
+
 
 class ClientDisconnectedError(OSError):
     """Raised by ``send()`` once the WebSocket is closed (ASGI spec 2.4: an OSError)."""
@@ -54,6 +61,31 @@ NEXT: dict[State, frozenset[State]] = {
     State.CLOSING: frozenset({State.CLOSED}),
     State.CLOSED: frozenset(),
 }
+
+
+class MessageAssembler:
+    """Joins the pieces wsproto hands out (a frame may arrive in several reads, a message in
+    several frames) into one ``websocket.receive`` message."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self) -> None:
+        self._parts: list[Any] = []
+
+    def add(self, event: Message[Any]) -> dict[str, Any] | None:
+        """The finished message, or None while it is still incomplete."""
+        parts = self._parts
+        if not event.message_finished:
+            parts.append(event.data)
+            return None
+        data = event.data
+        if parts:
+            parts.append(data)
+            data = "".join(parts) if isinstance(event, TextMessage) else b"".join(parts)
+            parts.clear()
+        if isinstance(event, BytesMessage):
+            return {"type": "websocket.receive", "bytes": bytes(data)}
+        return {"type": "websocket.receive", "text": data}
 
 
 def check_subprotocol(subprotocol: object, offered: list[str]) -> bytes | None:

@@ -9,13 +9,18 @@ import os
 import queue
 import signal
 import ssl
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -165,6 +170,14 @@ def closed_with(ws: ClientConnection) -> ConnectionClosed:
 def stats_of(running: ThreadServer) -> StatsReader:
     """Read the shard's counters the way the exporter does."""
     return StatsReader(running.stats.block)
+
+
+def eventually(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    """Wait until ``condition()`` holds (checked every few ms), failing after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
 
 
 def assert_echo_works(running: ThreadServer) -> None:
@@ -430,6 +443,8 @@ def test_limit_concurrency_counts_websockets() -> None:
             assert refused_status(running, "echo").response.status_code == 503
             ws.send("first still works")
             assert ws.recv(timeout=TIMEOUT) == "first still works"
+        stats = stats_of(running)
+        eventually(lambda: stats.get(slots.CONNECTIONS_OPEN) == 0)
         assert_echo_works(running)
 
 
@@ -479,6 +494,8 @@ def test_access_log_and_stats() -> None:
         refused_status(running, "refuse")
         app.finished()
         stats = stats_of(running)
+        # The client has its answer as soon as it is written; the server closes just after.
+        eventually(lambda: stats.get(slots.CONNECTIONS_OPEN) == 0)
         assert stats.get(slots.WEBSOCKETS_OPEN) == 0
         assert stats.get(slots.WEBSOCKET_MESSAGES_IN) == 3
         assert stats.get(slots.WEBSOCKET_MESSAGES_OUT) == 3
@@ -537,3 +554,32 @@ def test_demo_echo_in_a_process_and_sigterm_closes_with_1001() -> None:
             closed = closed_with(ws)
             assert closed.rcvd is not None and closed.rcvd.code == 1001
         assert proc.wait(TIMEOUT * 2) == 0
+
+
+# -- a framework on top ----------------------------------------------------------------------
+def test_starlette_websocket_routes() -> None:
+    async def echo_json(websocket: WebSocket) -> None:
+        await websocket.accept(subprotocol="json")
+        async for data in websocket.iter_json():
+            await websocket.send_json({"echo": data})
+
+    async def denied(websocket: WebSocket) -> None:
+        await websocket.send_denial_response(PlainTextResponse("teapot", status_code=418))
+
+    async def policy(websocket: WebSocket) -> None:
+        await websocket.close(code=1008)
+
+    app = Starlette(
+        routes=[
+            WebSocketRoute("/json", echo_json),
+            WebSocketRoute("/denied", denied),
+            WebSocketRoute("/policy", policy),
+        ]
+    )
+    with server(app) as running:
+        with ws_connect(running, "json", subprotocols=["json"]) as ws:
+            ws.send(json.dumps({"a": [1, 2]}))
+            assert json.loads(ws.recv(timeout=TIMEOUT)) == {"echo": {"a": [1, 2]}}
+        refusal = refused_status(running, "denied")
+        assert (refusal.response.status_code, refusal.response.body) == (418, b"teapot")
+        assert refused_status(running, "policy").response.status_code == 403

@@ -221,6 +221,23 @@ def test_protocol_errors_close_with_the_right_code(name: str) -> None:
         assert_echo_works(running)
 
 
+@pytest.mark.parametrize("bad", ["rsv-bits", "invalid-utf8", "too-big"])
+def test_messages_before_a_bad_frame_are_answered_first(bad: str) -> None:
+    data, code = PROTOCOL_ERRORS[bad]
+    with server(ws_max_size=1000) as (running, app):
+        client = RawClient(running)
+        try:
+            client.upgrade()
+            client.send(frame(0x1, b"first") + frame(0x2, b"second") + data + frame(0x9))
+            assert client.read_frame() == (0x1, b"first")
+            assert client.read_frame() == (0x2, b"second")
+            assert client.read_close() == code
+            client.wait_eof()
+        finally:
+            client.close()
+        assert app.finished()[1]["code"] == code
+
+
 def test_deflate_bomb_is_1009() -> None:
     with server(ws_max_size=1 << 20) as (running, app):
         client = RawClient(running)
