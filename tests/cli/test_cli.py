@@ -268,3 +268,12 @@ def test_header_options_reach_responses() -> None:
         response = httpx.get(server.url, timeout=10)
     assert response.headers["x-region"] == "eu" and response.headers["x-team"] == "core"
     assert "date" not in response.headers and response.headers["server"] == "shardcorn"
+
+
+def test_trace_log_level_and_colours() -> None:
+    args = ["shardcorn.demo:app", "--port", "0", "--log-level", "trace", "--use-colors"]
+    with serve_process(args) as server:
+        httpx.get(server.url, timeout=10)
+        line = server.read_until("HTTP connection made")
+    assert "\x1b[34mTRACE\x1b[0m" in line
+    assert "\x1b[32mINFO\x1b[0m" in server.log

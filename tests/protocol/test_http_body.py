@@ -302,3 +302,45 @@ def test_large_body_on_both_loops(loop: asyncio.AbstractEventLoop) -> None:
         client.send(body[i : i + 65536])
     assert client.read_response().body == body
     client.close()
+
+
+def test_pipelined_request_with_a_large_body_waits_paused(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    gate = asyncio.Event()
+    app = Recorder()
+
+    async def first_waits(scope: Message, receive: Any, send: Any) -> None:
+        if scope["path"] == "/1":
+            await gate.wait()
+        await app(scope, receive, send)
+
+    client = connect(loop, first_waits)
+    size = BODY_HIGH_WATER * 3
+    client.send(
+        b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size
+    )
+    for _ in range(size // 16384):
+        client.send(b"z" * 16384)
+    client.spin()
+    assert not client.transport.reading  # the second body is buffered up to the mark only
+    assert len(client.transport.inbound) >= size - BODY_HIGH_WATER - 16384
+    gate.set()
+    assert client.read_response().body == b""
+    assert client.read_response().body == b"z" * size
+    client.close()
+
+
+def test_expect_100_continue_with_the_body_already_sent(loop: asyncio.AbstractEventLoop) -> None:
+    app = Recorder()
+    client = connect(loop, app)
+    client.send(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi"
+    )
+    client.run_until(lambda: client.output.count(b"HTTP/1.1") == 2)
+    interim = client.output.partition(b"\r\n\r\n")[0]
+    assert interim == b"HTTP/1.1 100 Continue"
+    client.consumed = len(interim) + 4
+    assert client.read_response().body == b"hi"
+    client.close()

@@ -264,3 +264,27 @@ def test_stats_count_reused_connections(loop: asyncio.AbstractEventLoop) -> None
     client.spin()
     assert client.stats.get(slots.KEEPALIVE_REUSED) == 1
     assert client.ctx.requests_in_flight == 0
+
+
+@pytest.mark.parametrize("ws", ["auto", "none"])
+def test_upgrade_we_do_not_perform_is_served_then_closed(
+    loop: asyncio.AbstractEventLoop, ws: str
+) -> None:
+    calls: list[str] = []
+
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        calls.append(scope["path"])
+        await echo_path(scope, receive, send)
+
+    client = connect(loop, app, ws=ws)
+    upgrade = b"h2c" if ws == "auto" else b"websocket"
+    client.send(
+        b"GET /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: %s\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        b"\x00\x01 these bytes are not HTTP" % upgrade
+    )
+    response = client.read_response()
+    assert response.body == b"/up"
+    assert response.header(b"connection") == b"close"
+    client.wait_closed()
+    assert calls == ["/up"]
