@@ -128,6 +128,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--spawn-rate must be positive")
     if not 0 <= args.stop_timeout <= MAX_RUN_TIME:
         parser.error(f"--stop-timeout must be between 0 and {MAX_RUN_TIME}")
+    scenario = SCENARIOS[args.scenario]
+    if args.users < scenario.min_users(args.shards):
+        parser.error(
+            f"the {scenario.name} scenario needs at least {scenario.min_users(args.shards)} users "
+            f"with {args.shards} shards: fewer may never go over the per-shard limit"
+        )
     args.run_seconds = seconds
     args.server_cmd = shlex.split(args.server_cmd) if args.server_cmd else default_server_cmd()
     return args

@@ -36,12 +36,18 @@ def test_server_command_is_pluggable(monkeypatch: pytest.MonkeyPatch) -> None:
         ["--shards", "0"],
         ["--spawn-rate", "0"],
         ["--scenario", "nope"],
+        ["--scenario", "limit", "--shards", "2", "--users", "4"],
     ],
 )
 def test_out_of_bounds_options_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc_info:
         parse_args(argv)
     assert exc_info.value.code == EXIT_USAGE
+
+
+def test_the_limit_scenario_has_users_enough_to_go_over_the_limit() -> None:
+    args = parse_args(["--scenario", "limit", "--shards", "3", "--users", "7"])
+    assert args.users == 7
 
 
 def test_a_server_that_does_not_start_is_reported_with_its_log() -> None:

@@ -74,7 +74,8 @@ def test_hello_cross_check() -> None:
 
 
 def test_limit_rejections_match_exporter() -> None:
-    code, out, err = run_runner("--scenario", "limit")
+    # 2 shards x --limit-concurrency 2: five users or more are sure to go over the limit.
+    code, out, err = run_runner("--scenario", "limit", "--users", "8")
     report = f"{out}\n{err}"
     assert code == 0, report
     assert "cross-check http: OK" in out, report
