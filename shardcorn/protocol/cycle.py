@@ -40,6 +40,7 @@ class RequestCycle:
         "accounted",
         "body",
         "complete",
+        "deadline",
         "disconnected",
         "expect_100",
         "keep_alive",
@@ -52,6 +53,7 @@ class RequestCycle:
         "start_time",
         "started",
         "task",
+        "timed_out",
         "waiter",
         "writer",
     )
@@ -79,6 +81,8 @@ class RequestCycle:
         self.task: asyncio.Task[None] | None = None
         self.launched = False  # handed to the app
         self.accounted = False  # counted as finished in the stats
+        self.deadline: asyncio.TimerHandle | None = None  # --timeout-response
+        self.timed_out = False
         self.start_time = time.perf_counter()
 
     # -- events from the connection --------------------------------------------------------
@@ -205,9 +209,13 @@ class RequestCycle:
         except BaseException as exc:
             if isinstance(exc, GeneratorExit):
                 raise  # the coroutine is being closed: it must not go on
-            if isinstance(exc, asyncio.CancelledError) and proto.ctx.shutting_down:
-                proto.app_cancelled(self)
-                return
+            if isinstance(exc, asyncio.CancelledError):
+                if self.timed_out:
+                    proto.app_timed_out(self)
+                    return
+                if proto.ctx.shutting_down:
+                    proto.app_cancelled(self)
+                    return
             if self.disconnected and isinstance(exc, (OSError, asyncio.CancelledError)):
                 proto.client_gone(self)
                 return

@@ -68,6 +68,12 @@ class HttpProtocol(asyncio.Protocol, Connection):
         self.head_size = 0  # header bytes parsed (name + value + ": " + CRLF)
         self.head_bytes = 0  # bytes received while the head was incomplete
         self.head_began = False  # a head began in the data being parsed now
+        # --limit-request-body: the declared content-length and the body bytes counted so far
+        # (counted only when a limit is set).
+        self.body_limit = ctx.config.limit_request_body
+        self.declared_length: int | None = None
+        self.body_size = 0
+        self.response_timeout = ctx.config.timeout_response
         self.in_head = False
         self.host_headers = 0
         self.expect_100 = False
@@ -213,6 +219,8 @@ class HttpProtocol(asyncio.Protocol, Connection):
     def on_message_begin(self) -> None:
         self.url = b""
         self.headers = []
+        self.declared_length = None
+        self.body_size = 0
         self.head_size = 0
         self.head_bytes = 0
         self.head_began = True
@@ -259,6 +267,8 @@ class HttpProtocol(asyncio.Protocol, Connection):
                 self.websocket_upgrade = True
         elif name[:12] == b"x-forwarded-":
             self.forwarded = True
+        elif name == b"content-length" and self.body_limit is not None and value.isdigit():
+            self.declared_length = int(value)
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -274,6 +284,11 @@ class HttpProtocol(asyncio.Protocol, Connection):
         if http_version == "1.1" and self.host_headers != 1:
             # RFC 9112 3.2: a 1.1 request without exactly one Host is a 400.
             self.pending_error = ProtocolError(400, "missing or duplicate Host header")
+            raise self.pending_error
+        limit = self.body_limit
+        if limit is not None and self.declared_length is not None and self.declared_length > limit:
+            # Refused before the app runs and before the body is sent (with 100-continue).
+            self.pending_error = ProtocolError(413, "Content Too Large")
             raise self.pending_error
         url = self.url
         if url[:1] == b"/":
@@ -342,6 +357,12 @@ class HttpProtocol(asyncio.Protocol, Connection):
     def on_body(self, body: bytes) -> None:
         cycle = self.parsing
         if cycle is not None:
+            limit = self.body_limit
+            if limit is not None:
+                self.body_size += len(body)
+                if self.body_size > limit:  # a chunked body grown past the limit
+                    self.pending_error = ProtocolError(413, "Content Too Large")
+                    raise self.pending_error
             cycle.feed_body(body)
 
     def on_message_complete(self) -> None:
@@ -388,6 +409,10 @@ class HttpProtocol(asyncio.Protocol, Connection):
             # The shard stops after this one (--limit-max-requests): tell the client.
             cycle.keep_alive = False
         cycle.launched = True
+        if self.response_timeout is not None:
+            cycle.deadline = self.loop.call_later(
+                self.response_timeout, self._response_timed_out, cycle
+            )
         cycle.start()
 
     def _account(self, cycle: RequestCycle, status: int) -> None:
@@ -395,6 +420,8 @@ class HttpProtocol(asyncio.Protocol, Connection):
         if cycle.accounted:
             return
         cycle.accounted = True
+        if cycle.deadline is not None:
+            cycle.deadline.cancel()
         self.ctx.requests_in_flight -= 1
         self.stats.request_finished(cycle.method, status, perf_counter() - cycle.start_time)
 
@@ -438,6 +465,40 @@ class HttpProtocol(asyncio.Protocol, Connection):
         if self.cycle is cycle:
             self.cycle = None
         self._account(cycle, cycle.writer.status or 499)
+
+    def _response_timed_out(self, cycle: RequestCycle) -> None:
+        """--timeout-response: the app has not finished in time; cancel it."""
+        cycle.deadline = None
+        task = cycle.task
+        if cycle.accounted or task is None or task.done():
+            return
+        error_log.warning(
+            "Request %s %s: no complete response after %gs (--timeout-response): cancelled",
+            escape(cycle.method),
+            escape(cycle.scope["path"]),
+            self.response_timeout,
+        )
+        cycle.timed_out = True
+        task.cancel()
+
+    def app_timed_out(self, cycle: RequestCycle) -> None:
+        """The app was cancelled by --timeout-response: 503 if nothing was sent, else drop."""
+        cycle.complete = True
+        if self.cycle is cycle:
+            self.cycle = None
+        transport = self.transport
+        if cycle.disconnected or self.closed or transport is None:
+            self._account(cycle, cycle.writer.status or 503)
+            return
+        if not cycle.writer.head_sent:
+            self._account(cycle, 503)
+            if self.ctx.access_log_enabled:
+                cycle.log_access(503)
+            transport.write(error_response(503, self.ctx.default_headers))
+            self._close()
+        else:
+            self._account(cycle, cycle.writer.status)
+            self.abort()
 
     def app_cancelled(self, cycle: RequestCycle) -> None:
         """Shutdown's deadline cancelled the app: close without a clean end."""

@@ -307,3 +307,101 @@ def test_bad_request_is_logged_at_debug_only(
     client.read_response()
     client.wait_closed()
     assert "Invalid HTTP request" not in logs.text  # a client's mistake is not our warning
+
+
+@pytest.mark.parametrize("byte_by_byte", [False, True], ids=["whole", "bytewise"])
+def test_declared_body_over_the_limit_is_413(
+    loop: asyncio.AbstractEventLoop, byte_by_byte: bool
+) -> None:
+    app = CountingApp()
+    client = connect(loop, app, limit_request_body=10)
+    client.send(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n",
+        byte_by_byte,
+    )
+    assert_refused(client, 413, app)  # before the body is even sent
+
+
+def test_bodies_up_to_the_limit_are_fine(loop: asyncio.AbstractEventLoop) -> None:
+    app = CountingApp()
+    client = connect(loop, app, limit_request_body=10)
+    client.send(b"POST /cl HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789")
+    assert client.read_response().status == 200
+    client.send(
+        b"POST /te HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\n01234\r\n5\r\n56789\r\n0\r\n\r\n"
+    )
+    assert client.read_response().status == 200
+    client.close()
+    assert app.paths == ["/cl", "/te"]
+
+
+@pytest.mark.parametrize("byte_by_byte", [False, True], ids=["whole", "bytewise"])
+def test_chunked_body_growing_over_the_limit_is_413(
+    loop: asyncio.AbstractEventLoop, byte_by_byte: bool
+) -> None:
+    messages: list[Message] = []
+
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] == "http.disconnect" or not message["more_body"]:
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"read it all"})
+
+    client = connect(loop, app, limit_request_body=10)
+    client.send(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"6\r\n012345\r\n6\r\n678901\r\n0\r\n\r\n",
+        byte_by_byte,
+    )
+    response = client.read_response()
+    assert response.status == 413 and response.header(b"connection") == b"close"
+    client.wait_closed()
+    assert client.unread() == b""
+    assert all(m["type"] == "http.disconnect" or len(m["body"]) <= 10 for m in messages)
+    assert sum(len(m.get("body", b"")) for m in messages) <= 10
+
+
+def test_response_timeout_answers_503(
+    loop: asyncio.AbstractEventLoop, logs: pytest.LogCaptureFixture
+) -> None:
+    cancelled = asyncio.Event()
+
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        if scope["path"] == "/fast":
+            await CountingApp()(scope, receive, send)
+            return
+        try:
+            await asyncio.sleep(30)
+        finally:
+            cancelled.set()
+
+    client = connect(loop, app, timeout_response=0.1)
+    client.send(b"GET /fast HTTP/1.1\r\nHost: a\r\n\r\nGET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert client.read_response().status == 200
+    response = client.read_response()
+    assert response.status == 503 and response.header(b"connection") == b"close"
+    client.wait_closed()
+    client.run_until(cancelled.is_set)
+    assert "--timeout-response" in logs.text
+    assert "Exception in ASGI application" not in logs.text
+    client.spin()
+    assert client.stats.requests() == {("GET", 200): 1, ("GET", 503): 1}
+
+
+def test_response_timeout_mid_body_closes(
+    loop: asyncio.AbstractEventLoop, logs: pytest.LogCaptureFixture
+) -> None:
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x", "more_body": True})
+        await asyncio.sleep(30)
+
+    client = connect(loop, app, timeout_response=0.1)
+    client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    client.wait_closed()
+    assert client.output.endswith(b"1\r\nx\r\n")  # no clean end
+    assert parse_responses(client.output) == []
