@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -160,3 +161,24 @@ def test_shard_table_keeps_a_leaving_process_cpu_time() -> None:
         assert seconds >= 0.25
     finally:
         child.wait(10)
+
+
+def test_reader_finds_every_count_among_the_zeros() -> None:
+    # The reader skips all-zero chunks of the (method, status) table: counts at the edges of
+    # the table and of its chunks must all be found, with their values.
+    rng = random.Random(4)
+    stats = ShardStats()
+    expected: dict[tuple[str, int], int] = {}
+    keys = [("GET", 100), ("OTHER", 599), ("HEAD", 124), ("HEAD", 125), ("PATCH", 599)]
+    keys += [(rng.choice([*slots.METHODS, "PURGE"]), rng.randint(100, 599)) for _ in range(200)]
+    for method, code in keys:
+        for _ in range(rng.randint(1, 3)):
+            stats.request_started(False)
+            stats.request_finished(method, code, 0.01)
+            key = (method if method in slots.METHODS else "OTHER", code)
+            expected[key] = expected.get(key, 0) + 1
+    for code in (400, 424, 425, 599):
+        stats.bad_request(code)
+    reader = StatsReader(stats.block)
+    assert reader.requests() == expected
+    assert reader.bad_requests() == {400: 1, 424: 1, 425: 1, 599: 1}
