@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import sys
 import time
 from collections.abc import Coroutine, MutableMapping
@@ -131,7 +132,15 @@ class RequestCycle:
             # and only the end of the response or a disconnect can come next. Either way,
             # wait; never spin.
             self.proto.body_consumed()
-            waiter = self.waiter = self.proto.loop.create_future()
+            waiter = self.proto.loop.create_future()
+            other = self.waiter
+            if other is None or other.done():
+                self.waiter = waiter
+            else:
+                # Another task is already waiting (a disconnect listener beside a body
+                # reader): chain a future of our own, so that neither waiter is lost and
+                # cancelling one never cancels the other.
+                other.add_done_callback(functools.partial(_release, waiter))
             await waiter
 
     async def send(self, message: MutableMapping[str, Any]) -> None:
@@ -240,6 +249,11 @@ class RequestCycle:
         """Start the app in its own task (eagerly where Python can)."""
         proto = self.proto
         self.task = _start_task(proto.loop, self.run(), proto.base_context.copy())
+
+
+def _release(waiter: asyncio.Future[None], _: object) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 if sys.version_info >= (3, 12):

@@ -344,3 +344,33 @@ def test_expect_100_continue_with_the_body_already_sent(loop: asyncio.AbstractEv
     client.consumed = len(interim) + 4
     assert client.read_response().body == b"hi"
     client.close()
+
+
+def test_concurrent_receive_calls_are_all_woken(loop: asyncio.AbstractEventLoop) -> None:
+    results: dict[str, list[str]] = {"reader": [], "listener": []}
+
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        async def collect(name: str) -> None:
+            while True:
+                message = await receive()
+                results[name].append(message["type"])
+                if message["type"] == "http.disconnect":
+                    return
+
+        listener = asyncio.ensure_future(collect("listener"))
+        cancelled = asyncio.ensure_future(receive())  # a third waiter, given up on
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await collect("reader")
+        await listener
+
+    client = connect(loop, app)
+    client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nab")
+    client.spin()
+    client.send(b"cd")
+    client.spin()
+    client.close()
+    client.run_until(lambda: "http.disconnect" in results["reader"] + results["listener"])
+    client.run_until(lambda: all(r and r[-1] == "http.disconnect" for r in results.values()))
+    both = results["reader"] + results["listener"]
+    assert both.count("http.request") == 2  # each body message went to exactly one of them
