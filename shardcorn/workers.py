@@ -14,7 +14,7 @@ every worker a socket of its own, which is how shardcorn's shards work anyway.
 The app may be ASGI 3, ASGI 2 or WSGI: it is told apart as ``--interface auto`` would.
 
 Signals follow gunicorn's contract: TERM stops gracefully, INT and QUIT stop at once, USR1
-reopens the log files, ABRT (the arbiter's timeout) ends the worker. The heartbeat gunicorn
+reopens the log files, ABRT (the arbiter's timeout) ends the worker at once. The heartbeat gunicorn
 watches is touched from the loop, so a worker whose loop is stuck is killed by the arbiter.
 """
 
@@ -24,6 +24,7 @@ import asyncio
 import os
 import signal
 import sys
+from types import FrameType
 from typing import Any
 
 from gunicorn.arbiter import Arbiter
@@ -90,8 +91,16 @@ class ShardcornWorker(Worker):  # type: ignore[misc]  # gunicorn has no type hin
         # at once instead of when the loop happens to run Python code again.
         for signum in self.SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
+        # ABRT is the arbiter's timeout: our loop may be stuck, so its handler is a plain
+        # Python one, which runs at the next bytecode even when the loop never wakes.
+        signal.signal(signal.SIGABRT, self._abort)
         # Don't let USR1 (reopen logs) interrupt system calls of requests in flight.
         signal.siginterrupt(signal.SIGUSR1, False)
+
+    def _abort(self, signum: int, frame: FrameType | None) -> None:
+        self.alive = False
+        self.cfg.worker_abort(self)
+        os._exit(1)  # no cleanup: whatever is stuck would block it
 
     def run(self) -> None:
         self._route_logs()
@@ -134,15 +143,9 @@ class ShardcornWorker(Worker):  # type: ignore[misc]  # gunicorn has no type hin
             self.cfg.worker_int(self)
             shard.stop(force=True)
 
-        def abort() -> None:
-            self.alive = False
-            self.cfg.worker_abort(self)
-            os._exit(1)  # the arbiter's timeout: the loop may be stuck, do not wait for it
-
         loop.add_signal_handler(signal.SIGTERM, graceful)
         loop.add_signal_handler(signal.SIGINT, quick)
         loop.add_signal_handler(signal.SIGQUIT, quick)
-        loop.add_signal_handler(signal.SIGABRT, abort)
         loop.add_signal_handler(signal.SIGUSR1, self.log.reopen_files)
         loop.add_signal_handler(signal.SIGWINCH, lambda: None)  # gunicorn workers ignore it
 

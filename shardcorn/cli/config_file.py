@@ -30,7 +30,7 @@ from shardcorn.config import ConfigError, check_setting, declared_options
 
 if sys.version_info >= (3, 11):
     import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
+else:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
 
 

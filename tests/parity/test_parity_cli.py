@@ -1,22 +1,17 @@
 """The command line a uvicorn user brings: --version, SHARDCORN_* variables (and
-WEB_CONCURRENCY), --config shardcorn.toml, and every uvicorn 0.54 option either taken or
-refused with its reason (and listed in docs/uvicorn-options.md)."""
+WEB_CONCURRENCY), --config shardcorn.toml. Each uvicorn option: test_parity_uvicorn_options."""
 
 from __future__ import annotations
 
 import json
 import platform
-import re
 from pathlib import Path
 
-import click
 import httpx
 import pytest
-from uvicorn.main import main as uvicorn_main
 
 from shardcorn import __version__
 from shardcorn.cli.main import main as shardcorn_main
-from shardcorn.cli.uvicorn_compat import REFUSED_CHOICES, REFUSED_FLAGS
 from shardcorn.testing import shardcorn_command
 from tests.parity.helpers import error_lines, run_shardcorn, spawn, wait_ready
 
@@ -167,80 +162,3 @@ def test_config_file_cross_checks_still_apply(tmp_path: Path) -> None:
     result = run_shardcorn(["shardcorn.demo:app", "--config", str(config)])
     assert result.returncode == 2
     assert "--reload cannot be combined with more than one shard" in result.stderr
-
-
-# -- uvicorn's options, one by one -------------------------------------------------------------
-def uvicorn_flags() -> list[str]:
-    return sorted(
-        opt
-        for param in uvicorn_main.params
-        for opt in (*param.opts, *param.secondary_opts)
-        if opt.startswith("--") and opt != "--help"
-    )
-
-
-def shardcorn_flags() -> set[str]:
-    return {
-        opt
-        for param in shardcorn_main.params
-        if isinstance(param, click.Option) and not param.hidden
-        for opt in (*param.opts, *param.secondary_opts)
-    }
-
-
-@pytest.mark.parametrize("flag", uvicorn_flags())
-def test_every_uvicorn_option_is_taken_or_explained(flag: str) -> None:
-    assert flag in shardcorn_flags() or flag in REFUSED_FLAGS, flag
-    # ... and the table in the docs has a row for it.
-    row = rf"^\|[^\n]*`{re.escape(flag)}[` =\[]"
-    assert re.search(row, DOCS.read_text(), re.MULTILINE), f"no row for {flag} in {DOCS.name}"
-
-
-def uvicorn_choices() -> list[tuple[str, str]]:
-    """(setting, value) for every value uvicorn lists: click.Choice or an "[a|b]" metavar."""
-    found = []
-    for param in uvicorn_main.params:
-        if isinstance(param.type, click.Choice):
-            values = [str(value) for value in param.type.choices]
-        elif isinstance(param, click.Option) and param.metavar and "|" in param.metavar:
-            values = param.metavar.strip("[]").split("|")
-        else:
-            continue
-        found.extend((str(param.name), value) for value in values)
-    return found
-
-
-def test_uvicorn_choices_are_found() -> None:
-    assert ("http", "h11") in uvicorn_choices()
-    assert ("lifespan", "on") in uvicorn_choices()
-
-
-@pytest.mark.parametrize(("setting", "value"), uvicorn_choices())
-def test_every_uvicorn_choice_is_taken_or_explained(setting: str, value: str) -> None:
-    ours = {p.name: p.type for p in shardcorn_main.params if isinstance(p.type, click.Choice)}
-    taken = setting in ours and value in getattr(ours[setting], "choices", ())
-    assert taken or (setting, value) in REFUSED_CHOICES
-
-
-@pytest.mark.parametrize("flag", sorted(REFUSED_FLAGS))
-def test_refused_uvicorn_flags_say_why(flag: str) -> None:
-    result = run_shardcorn(["shardcorn.demo:app", flag])
-    assert result.returncode == 2
-    assert f"Error: {flag}: {REFUSED_FLAGS[flag]}" in result.stderr
-
-
-@pytest.mark.parametrize(("setting", "value"), sorted(REFUSED_CHOICES))
-def test_refused_uvicorn_values_say_why(setting: str, value: str) -> None:
-    result = run_shardcorn(["shardcorn.demo:app", f"--{setting}", value])
-    assert result.returncode == 2
-    assert REFUSED_CHOICES[(setting, value)] in result.stderr.replace("\n", " ")
-
-
-def test_h11_max_incomplete_event_size_bounds_the_request_head() -> None:
-    args = ["shardcorn.demo:app", "--port", "0", "--h11-max-incomplete-event-size", "1024"]
-    with spawn(shardcorn_command(args)) as server:
-        wait_ready(server)
-        small = httpx.get(server.url + "/", headers={"x-pad": "a" * 100})
-        large = httpx.get(server.url + "/", headers={"x-pad": "a" * 2000})
-    assert small.status_code == 200
-    assert large.status_code == 431

@@ -24,6 +24,7 @@ WORKER = "shardcorn.workers.ShardcornWorker"
 APP = """
 import asyncio
 import os
+import time
 
 
 async def app(scope, receive, send):
@@ -40,6 +41,8 @@ async def app(scope, receive, send):
                 return
     if scope["path"] == "/slow":
         await asyncio.sleep(float(scope["query_string"] or b"1"))
+    if scope["path"] == "/block":
+        time.sleep(30)  # blocks the loop: the heartbeat stops
     body = f"{os.getpid()} {scope['scheme']}".encode()
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": body})
@@ -124,6 +127,20 @@ def test_heartbeat_keeps_a_busy_worker_alive(app_dir: Path) -> None:
         response = httpx.get(url + "/slow?2.5", timeout=TIMEOUT)
         assert response.status_code == 200
     assert "WORKER TIMEOUT" not in server.log
+
+
+def test_stuck_worker_is_aborted_and_replaced(app_dir: Path) -> None:
+    with spawn_process(gunicorn(app_dir, "gapp:app", "--timeout", "1")) as server:
+        url = wait_listening(server)
+        wait_workers(server, 1)
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(url + "/block", timeout=TIMEOUT)
+        server.read_until("WORKER TIMEOUT", TIMEOUT)
+        # ABRT reached our handler (exit code 1), not the arbiter's later SIGKILL.
+        server.read_until(r"exited with code 1", TIMEOUT)
+        wait_workers(server, 1)
+        assert httpx.get(url + "/", timeout=TIMEOUT).status_code == 200
+    assert "SIGKILL" not in server.log
 
 
 def test_max_requests_recycles_the_worker(app_dir: Path) -> None:
