@@ -251,6 +251,16 @@ class RequestCycle:
         self.task = _start_task(proto.loop, self.run(), proto.base_context.copy())
 
 
+def request_tasks() -> list[asyncio.Task[Any]]:
+    """The running loop's unfinished request tasks (for shutdown; not for the hot path)."""
+    code = RequestCycle.run.__code__
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if not task.done() and getattr(task.get_coro(), "cr_code", None) is code
+    ]
+
+
 def _release(waiter: asyncio.Future[None], _: object) -> None:
     if not waiter.done():
         waiter.set_result(None)

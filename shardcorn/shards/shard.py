@@ -28,6 +28,7 @@ from shardcorn.loading import ASGIApp
 from shardcorn.logs import error_log
 from shardcorn.metrics.stats import ShardStats
 from shardcorn.protocol.context import ShardContext
+from shardcorn.protocol.cycle import request_tasks
 from shardcorn.protocol.http import HttpProtocol
 from shardcorn.protocol.lifespan import Lifespan, LifespanFailed
 from shardcorn.shards.tls import create_ssl_context
@@ -40,6 +41,9 @@ EXIT_LIFESPAN = 3
 # the listener closed) to get its request across on a busy machine; short next to the
 # keep-alive timeout (5 s by default) that every client must expect anyway.
 LAST_REQUEST_GRACE = 1.0
+
+# How long requests cancelled at the end of the graceful period get to run their cleanup.
+CANCEL_GRACE = 2.0
 # Loop iterations between closing the listener and shutting connections down (see _shutdown).
 ACCEPTED_SETTLE_ITERATIONS = 4
 
@@ -188,6 +192,11 @@ class Shard:
                 )
                 for connection in list(ctx.connections):
                     connection.cancel()
+                # Let the cancelled requests unwind before lifespan shutdown closes what their
+                # cleanup may still use; an app that ignores cancellation is not waited for.
+                unwinding = request_tasks()
+                if unwinding:
+                    await asyncio.wait(unwinding, timeout=CANCEL_GRACE)
         ctx.stop_clock()
         if not self._force:
             await lifespan.shutdown()

@@ -380,3 +380,33 @@ def test_limit_max_requests_stops_the_shard(loop_name: str) -> None:
             time.sleep(0.01)
         assert not server.loop.is_running()
     assert server.exit_code == 0
+
+
+def test_cancelled_requests_unwind_before_lifespan_shutdown(loop_name: str) -> None:
+    order: list[str] = []
+    entered = threading.Event()
+
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            order.append("lifespan shutdown")
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        entered.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # cleanup that takes a moment (closing a transaction)
+            order.append("request cleaned up")
+            raise
+
+    with serve_in_thread(app, loop=loop_name, timeout_graceful_shutdown=0.1) as server:
+        raw = RawClient(server)
+        raw.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert entered.wait(TIMEOUT)
+        server.call(server.shard.stop)
+        raw.assert_closed()
+        raw.close()
+    assert order == ["request cleaned up", "lifespan shutdown"]
