@@ -43,7 +43,8 @@ def load_env_file(path: str) -> None:
         from dotenv import load_dotenv
     except ImportError:
         raise ConfigError("--env-file needs python-dotenv: pip install 'shardcorn[standard]'") from None
-    load_dotenv(path, override=True)
+    # Like uvicorn: a variable already set in the environment wins over the file's value.
+    load_dotenv(path, override=False)
 
 
 def run(config: Config, stop_signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> int:

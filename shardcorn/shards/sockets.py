@@ -90,11 +90,26 @@ def bind_tcp(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
+def _unix_socket_is_live(path: str) -> bool:
+    """Whether a server accepts on ``path`` (connecting is the only way to tell)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
 def bind_unix(path: str, backlog: int) -> socket.socket:
     if os.path.exists(path):
         if not stat.S_ISSOCK(os.stat(path).st_mode):
             raise BindError(f"cannot bind {path}: it exists and is not a socket")
-        os.unlink(path)  # a stale socket left by a previous run
+        if _unix_socket_is_live(path):
+            raise BindError(f"cannot bind {path}: address already in use")
+        os.unlink(path)  # a stale socket left by a previous run: nobody accepts on it
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)

@@ -62,6 +62,16 @@ def test_env_file_is_loaded_before_the_app_is_imported(app_dir: Path) -> None:
     assert scope["greeting"] == "hello from .env"
 
 
+def test_env_file_does_not_override_the_environment(app_dir: Path) -> None:
+    env_file = app_dir / "prod.env"
+    env_file.write_text("GREETING='from the file'\n")
+    args = serve_args(app_dir, "--env-file", str(env_file))
+    with spawn(args, env={"GREETING": "from the environment"}) as server:
+        wait_ready(server)
+        scope = get_json(server.url + "/")
+    assert scope["greeting"] == "from the environment"
+
+
 def test_missing_env_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.env"
     result = run_shardcorn(["shardcorn.demo:app", "--env-file", str(missing)])
@@ -204,6 +214,16 @@ def test_uds_refuses_a_path_that_is_not_a_socket(app_dir: Path) -> None:
     assert result.returncode == 1
     assert "exists and is not a socket" in result.stderr
     assert path.read_text() == "keep me"
+
+
+def test_uds_refuses_a_socket_another_server_accepts_on(app_dir: Path) -> None:
+    path = str(app_dir / "busy.sock")
+    with serve_in_thread(scope_app, uds=path):
+        result = run_shardcorn(["scopeapp:app", "--app-dir", str(app_dir), "--uds", path])
+        assert result.returncode == 1
+        assert error_lines(result)[-1].endswith(f"cannot bind {path}: address already in use")
+        # The live server's socket file was left alone and still serves.
+        assert get_json("http://local/z", httpx.HTTPTransport(uds=path))["path"] == "/z"
 
 
 def test_uds_in_thread_server(tmp_path: Path) -> None:
