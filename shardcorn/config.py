@@ -16,10 +16,13 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from shardcorn.logs import level_number
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
@@ -55,13 +58,17 @@ _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 class Config:
     """All settings of one server. Build it with keywords; it validates itself."""
 
-    app: Any = option(None, "The ASGI app as module:attribute, or the app object itself.", cli=False)
+    app: Any = option(  # noqa: RUF009 - option() makes a dataclasses.field
+        None, "The ASGI app as module:attribute, or the app object itself.", cli=False
+    )
 
     # -- where to listen -------------------------------------------------------------------
     host: str = option("127.0.0.1", "Bind to this host (IPv4, IPv6 or a name).")
     port: int = option(8000, "Bind to this port; 0 picks a free one (logged).", minimum=0)
     uds: str | None = option(None, "Bind to this UNIX domain socket instead of host:port.")
-    fd: int | None = option(None, "Serve on this already-bound listening file descriptor.", minimum=0)
+    fd: int | None = option(
+        None, "Serve on this already-bound listening file descriptor.", minimum=0
+    )
     backlog: int = option(2048, "Maximum number of connections waiting to be accepted.", minimum=1)
 
     # -- shards ----------------------------------------------------------------------------
@@ -76,18 +83,22 @@ class Config:
         "process", "Run shards as child processes or as threads.", choices=("process", "thread")
     )
     timeout_worker_healthcheck: float = option(
-        10.0, "Replace a shard that does not answer a health check for this many seconds.",
+        10.0,
+        "Replace a shard that does not answer a health check for this many seconds.",
         minimum=0.1,
     )
     timeout_shard_startup: float = option(
-        60.0, "A shard must be serving (app imported, lifespan started) within this many seconds.",
+        60.0,
+        "A shard must be serving (app imported, lifespan started) within this many seconds.",
         minimum=0.1,
     )
 
     # -- implementation choices ------------------------------------------------------------
     loop: str = option("auto", "Event loop implementation.", choices=("auto", "uvloop", "asyncio"))
     http: str = option("auto", "HTTP protocol implementation.", choices=("auto", "httptools"))
-    ws: str = option("auto", "WebSocket protocol implementation.", choices=("auto", "none", "wsproto"))
+    ws: str = option(
+        "auto", "WebSocket protocol implementation.", choices=("auto", "none", "wsproto")
+    )
     ws_max_size: int = option(16 * 1024 * 1024, "Largest WebSocket message, in bytes.", minimum=1)
     ws_max_queue: int = option(32, "Received WebSocket messages queued for the app.", minimum=1)
     ws_ping_interval: float | None = option(20.0, "Seconds between WebSocket pings.", minimum=0.0)
@@ -103,7 +114,9 @@ class Config:
 
     # -- the app ---------------------------------------------------------------------------
     app_dir: str = option(".", "Look for the app's module in this directory.")
-    factory: bool = option(False, "Treat APP as a factory: call it to get the app.", negatable=False)
+    factory: bool = option(
+        False, "Treat APP as a factory: call it to get the app.", negatable=False
+    )
     env_file: str | None = option(None, "Load environment variables from this file.")
     root_path: str = option("", "The ASGI root_path, for an app mounted below a path prefix.")
 
@@ -125,12 +138,17 @@ class Config:
     )
     server_header: bool = option(True, "Send a 'server: shardcorn' header.")
     date_header: bool = option(True, "Send a 'date' header.")
-    headers: tuple[str, ...] = option((), "Extra response header NAME:VALUE (repeatable).",
-                                      flags=("--header",), metavar="NAME:VALUE")
+    headers: tuple[str, ...] = option(
+        (),
+        "Extra response header NAME:VALUE (repeatable).",
+        flags=("--header",),
+        metavar="NAME:VALUE",
+    )
 
     # -- limits and timeouts ---------------------------------------------------------------
     limit_concurrency: int | None = option(
-        None, "Answer 503 above this many connections or requests in flight (per shard).",
+        None,
+        "Answer 503 above this many connections or requests in flight (per shard).",
         minimum=1,
     )
     limit_max_requests: int | None = option(
@@ -157,7 +175,8 @@ class Config:
         30.0, "Deadline from a request's first byte to the end of its head (408).", minimum=0.1
     )
     timeout_response: float | None = option(
-        None, "Answer 503 (or close) when the app has not finished after this many seconds.",
+        None,
+        "Answer 503 (or close) when the app has not finished after this many seconds.",
         minimum=0.1,
     )
     timeout_graceful_shutdown: float = option(
@@ -169,27 +188,34 @@ class Config:
     ssl_certfile: str | None = option(None, "TLS certificate file.")
     ssl_keyfile_password: str | None = option(None, "Password of the TLS private key.")
     ssl_version: int = option(
-        17, "TLS protocol as an ssl.PROTOCOL_* number: 17 (TLS_SERVER) and 2 (TLS) negotiate; "
-        "3, 4, 5 pin TLS 1.0, 1.1, 1.2."
+        17,
+        "TLS protocol as an ssl.PROTOCOL_* number: 17 (TLS_SERVER) and 2 (TLS) negotiate; "
+        "3, 4, 5 pin TLS 1.0, 1.1, 1.2.",
     )
-    ssl_cert_reqs: int = option(0, "Client certificates: 0 none, 1 optional, 2 required.",
-                                minimum=0)
+    ssl_cert_reqs: int = option(
+        0, "Client certificates: 0 none, 1 optional, 2 required.", minimum=0
+    )
     ssl_ca_certs: str | None = option(None, "CA certificates file for client certificates.")
     # uvicorn 0.54 dropped its old "TLSv1" default: that string limits TLS 1.2 to legacy
     # SHA-1 CBC suites. Unset means OpenSSL's own defaults.
-    ssl_ciphers: str | None = option(None, "Ciphers to allow (OpenSSL cipher list; default: "
-                                     "OpenSSL's).")
+    ssl_ciphers: str | None = option(
+        None, "Ciphers to allow (OpenSSL cipher list; default: OpenSSL's)."
+    )
 
     # -- reload ----------------------------------------------------------------------------
     reload: bool = option(False, "Restart the server when source files change.", negatable=False)
-    reload_dirs: tuple[str, ...] = option((), "Directory to watch (repeatable).",
-                                          flags=("--reload-dir",))
-    reload_includes: tuple[str, ...] = option((), "Glob of files to watch (repeatable).",
-                                              flags=("--reload-include",))
-    reload_excludes: tuple[str, ...] = option((), "Glob of files to ignore (repeatable).",
-                                              flags=("--reload-exclude",))
+    reload_dirs: tuple[str, ...] = option(
+        (), "Directory to watch (repeatable).", flags=("--reload-dir",)
+    )
+    reload_includes: tuple[str, ...] = option(
+        (), "Glob of files to watch (repeatable).", flags=("--reload-include",)
+    )
+    reload_excludes: tuple[str, ...] = option(
+        (), "Glob of files to ignore (repeatable).", flags=("--reload-exclude",)
+    )
     reload_delay: float = option(
-        0.25, "Seconds the files must stay unchanged after a change before the restart.",
+        0.25,
+        "Seconds the files must stay unchanged after a change before the restart.",
         minimum=0.0,
     )
 
@@ -201,7 +227,13 @@ class Config:
     metrics_path: str = option("/metrics", "Path of the metrics endpoint.")
 
     def __post_init__(self) -> None:
-        for name, info, value in _declared_values(self):
+        for name, info, given in _declared_values(self):
+            value = given
+            if isinstance(given, list):
+                # run(headers=[...]) is natural; the frozen Config keeps a tuple.
+                value = tuple(given)
+                object.__setattr__(self, name, value)
+            _check_type(name, value)
             _check_one(name, info, value)
         if self.app is None or (isinstance(self.app, str) and not self.app.strip()):
             raise ConfigError("no app given: pass APP as module:attribute")
@@ -240,8 +272,6 @@ class Config:
 
     @property
     def log_level_number(self) -> int:
-        from shardcorn.logs import level_number
-
         return level_number(self.log_level)
 
     def replace(self, **changes: Any) -> Config:
@@ -257,6 +287,37 @@ def declared_options() -> Iterator[tuple[dataclasses.Field[Any], OptionInfo, Any
     hints = typing.get_type_hints(Config)
     for f in dataclasses.fields(Config):
         yield f, f.metadata["shardcorn"], hints[f.name]
+
+
+_HINTS: dict[str, Any] = {}
+
+
+def _check_type(name: str, value: Any) -> None:
+    """Refuse a value of the wrong type (run() and config files are not checked by click)."""
+    if value is None:
+        return
+    if not _HINTS:
+        _HINTS.update(typing.get_type_hints(Config))
+    kind = _HINTS[name]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+    if kind is bool:
+        ok, wanted = isinstance(value, bool), "true or false"
+    elif kind is int:
+        ok, wanted = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        wanted = "a number"
+    elif kind is str:
+        ok, wanted = isinstance(value, str), "a string"
+    elif typing.get_origin(kind) is tuple:
+        ok = isinstance(value, tuple) and all(isinstance(item, str) for item in value)
+        wanted = "a list of strings"
+    else:
+        return
+    if not ok:
+        flag = "--" + name.replace("_", "-")
+        raise ConfigError(f"{flag}: expected {wanted}, got {value!r}")
 
 
 def _declared_values(config: Config) -> Iterator[tuple[str, OptionInfo, Any]]:
@@ -275,9 +336,13 @@ def _check_one(name: str, info: OptionInfo, value: Any, label: str | None = None
         return
     if info.choices is not None and value not in info.choices:
         raise ConfigError(f"{flag}: {value!r} is not one of {', '.join(info.choices)}")
-    if info.minimum is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < info.minimum:
-            raise ConfigError(f"{flag}: {value!r} is below the minimum {info.minimum:g}")
+    if (
+        info.minimum is not None
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value < info.minimum
+    ):
+        raise ConfigError(f"{flag}: {value!r} is below the minimum {info.minimum:g}")
 
 
 def parse_header_option(raw: str) -> tuple[bytes, bytes]:
@@ -305,7 +370,9 @@ SSL_PROTOCOLS = {
 }
 
 
-TrustedHosts = tuple[bool, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], frozenset[str]]
+TrustedHosts = tuple[
+    bool, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], frozenset[str]
+]
 
 
 def parse_trusted_hosts(spec: str) -> TrustedHosts:

@@ -159,3 +159,31 @@ def test_cli_options_come_from_the_declarations() -> None:
 def test_run_keywords_are_the_settings() -> None:
     with pytest.raises(TypeError, match="unknown setting"):
         shardcorn.run("m:a", no_such_setting=1)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"port": "8000"}, "--port: expected an integer, got '8000'"),
+        ({"port": True}, "--port: expected an integer"),
+        ({"backlog": 1.5}, "--backlog: expected an integer"),
+        ({"timeout_keep_alive": "5"}, "--timeout-keep-alive: expected a number"),
+        ({"access_log": "no"}, "--access-log: expected true or false"),
+        ({"host": 127001}, "--host: expected a string"),
+        ({"headers": "x-a: 1"}, "--headers: expected a list of strings"),
+        ({"headers": [b"x-a: 1"]}, "--headers: expected a list of strings"),
+    ],
+)
+def test_types_are_checked(settings: dict[str, Any], message: str) -> None:
+    # click converts command-line values; run() keywords and config files are checked here.
+    with pytest.raises(ConfigError) as info:
+        Config(app="m:a", **settings)
+    assert str(info.value) == message or str(info.value).startswith(message)
+
+
+def test_lists_become_tuples_and_ints_are_numbers() -> None:
+    config = Config(app="m:a", headers=["x-a: 1"], timeout_keep_alive=2, use_colors=None)
+    assert config.headers == ("x-a: 1",)
+    assert config.timeout_keep_alive == 2
+    assert hash(config.headers)
+    assert pickle.loads(pickle.dumps(config)) == config
