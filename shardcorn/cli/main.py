@@ -49,8 +49,14 @@ def build_options() -> list[click.Parameter]:
             continue
         if typing.get_origin(kind) is tuple:
             params.append(
-                click.Option(decls, multiple=True, type=str, metavar=info.metavar,
-                             help=help_text, envvar=envvars)
+                click.Option(
+                    decls,
+                    multiple=True,
+                    type=str,
+                    metavar=info.metavar,
+                    help=help_text,
+                    envvar=envvars,
+                )
             )
             continue
         click_type: Any = {int: click.INT, float: click.FLOAT, str: click.STRING}[kind]
@@ -74,7 +80,7 @@ def _collect(app: str | None, options: dict[str, Any]) -> dict[str, Any]:
 def _main(app: str | None, config_file: str | None, **options: Any) -> None:
     settings: dict[str, Any] = {}
     if config_file is not None:
-        from shardcorn.cli.config_file import load_config_file
+        from shardcorn.cli.config_file import load_config_file  # noqa: PLC0415 - --config only
 
         try:
             settings.update(load_config_file(config_file))
@@ -90,7 +96,9 @@ def _main(app: str | None, config_file: str | None, **options: Any) -> None:
     except ConfigError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
-    from shardcorn.shards.launcher import run
+    # Imported here so that --help, --version and bad options answer without loading the
+    # server (uvloop, httptools, the protocols).
+    from shardcorn.shards.launcher import run  # noqa: PLC0415
 
     sys.exit(run(config))
 
@@ -115,7 +123,9 @@ def build_command() -> click.Command:
         context_settings={"help_option_names": ["-h", "--help"], "show_default": False},
     )
     return click.version_option(
-        __version__, "--version", prog_name="shardcorn",
+        __version__,
+        "--version",
+        prog_name="shardcorn",
         message="%(prog)s %(version)s (Python " + sys.version.split()[0] + ")",
     )(command)
 

@@ -29,7 +29,10 @@ def shares_one_socket(config: Config) -> bool:
     return config.uds is not None or config.fd is not None
 
 
-def _resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int] | tuple[str, int, int, int]]:
+SocketAddress = tuple[str, int] | tuple[str, int, int, int]
+
+
+def _resolve(host: str, port: int) -> tuple[socket.AddressFamily, SocketAddress]:
     try:
         infos = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
