@@ -11,18 +11,19 @@ import platform
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from metrics_scraping import INTERFACE, Scrape
 from prometheus_client import CollectorRegistry, generate_latest
 
 from shardcorn import __version__
 from shardcorn.config import Config
 from shardcorn.metrics.collector import ShardcornCollector
 from shardcorn.metrics.store import ShardTable, StatsStore
+from tests.metrics.metrics_scraping import INTERFACE, Scrape
 
 
-def _config(**settings: object) -> Config:
+def _config(**settings: Any) -> Config:
     return Config(app="shardcorn.demo:app", **settings)
 
 

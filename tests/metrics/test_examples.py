@@ -8,8 +8,9 @@ import shutil
 import subprocess
 
 import pytest
-from metrics_examples import EXAMPLES, METRIC_NAME, dashboard, dashboard_queries
-from metrics_scraping import INTERFACE
+
+from tests.metrics.metrics_examples import EXAMPLES, METRIC_NAME, dashboard, dashboard_queries
+from tests.metrics.metrics_scraping import INTERFACE
 
 PROMTOOL = shutil.which("promtool")
 _SUFFIXES = ("", "_total", "_bucket", "_sum", "_count")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
-from metrics_scraping import Scrape
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
@@ -18,11 +18,12 @@ from shardcorn.logs import error_log
 from shardcorn.metrics.exporter import Exporter, start_exporter
 from shardcorn.metrics.store import ShardTable, StatsStore
 from shardcorn.shards.sockets import BindError
+from tests.metrics.metrics_scraping import Scrape
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 
-def _config(**settings: object) -> Config:
+def _config(**settings: Any) -> Config:
     settings.setdefault("metrics_port", 0)
     return Config(app="shardcorn.demo:app", **settings)
 

@@ -12,7 +12,10 @@ import time
 from pathlib import Path
 
 import httpx
-from metrics_scraping import (
+from websockets.sync.client import connect as ws_connect
+
+from shardcorn.testing import serve_process
+from tests.metrics.metrics_scraping import (
     Scrape,
     raw_request,
     scrape,
@@ -20,9 +23,6 @@ from metrics_scraping import (
     wait_closed_by_peer,
     wait_for,
 )
-from websockets.sync.client import connect as ws_connect
-
-from shardcorn.testing import serve_process
 
 APPS = str(Path(__file__).resolve().parent)
 GET = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"

@@ -10,9 +10,9 @@ import signal
 
 import httpx
 import pytest
-from metrics_scraping import Scrape, scrape, serve_with_metrics, wait_for
 
 from shardcorn.testing import ProcessServer
+from tests.metrics.metrics_scraping import Scrape, scrape, serve_with_metrics, wait_for
 
 STARTED = re.compile(r"Shard (\d+) started \(pid (\d+)\)")
 

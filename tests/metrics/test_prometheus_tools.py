@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from metrics_examples import dashboard_queries
-from metrics_scraping import serve_with_metrics, wait_for
 
 from shardcorn.testing import stop_process
+from tests.metrics.metrics_examples import dashboard_queries
+from tests.metrics.metrics_scraping import serve_with_metrics, wait_for
 
 PROMTOOL = shutil.which("promtool")
 PROMETHEUS = shutil.which("prometheus")
