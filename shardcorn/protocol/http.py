@@ -336,7 +336,9 @@ class HttpProtocol(asyncio.Protocol, Connection):
             self.parsing = None
             self.upgrade_scope = scope
             return
-        cycle = RequestCycle(self, scope, parser.should_keep_alive(), self.expect_100)
+        # RFC 9110 10.1.1: no 100 (Continue) for an HTTP/1.0 client.
+        expect_100 = self.expect_100 and http_version == "1.1"
+        cycle = RequestCycle(self, scope, parser.should_keep_alive(), expect_100)
         self.requests_seen += 1
         if self.websocket_upgrade or parser.should_upgrade():
             # An upgrade we do not perform (RFC 9110 7.8 lets us ignore it): serve it as

@@ -374,3 +374,12 @@ def test_concurrent_receive_calls_are_all_woken(loop: asyncio.AbstractEventLoop)
     client.run_until(lambda: all(r and r[-1] == "http.disconnect" for r in results.values()))
     both = results["reader"] + results["listener"]
     assert both.count("http.request") == 2  # each body message went to exactly one of them
+
+
+def test_no_100_continue_for_http10(loop: asyncio.AbstractEventLoop) -> None:
+    app = Recorder()
+    client = connect(loop, app)
+    client.send(b"POST / HTTP/1.0\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi")
+    assert client.read_response().body == b"hi"
+    assert b"100 Continue" not in client.output
+    client.wait_closed()
