@@ -206,10 +206,17 @@ class HttpProtocol(asyncio.Protocol, Connection):
         transport = self.transport
         if transport is None or self.closed or transport.is_closing():
             return  # (e.g. the bytes after a "Connection: close" request: nobody is listening)
-        if self.ctx.trace_enabled or error.status >= 500:
-            error_log.warning("Invalid HTTP request: %s", escape(error.reason))
+        # Debug, not warning: these are the client's doing (or --limit-concurrency doing its
+        # job), and a flood of them must not flood the log.
+        if error.status == 503:
+            error_log.debug("%s - 503: --limit-concurrency reached", self._peer())
         else:
-            error_log.debug("Invalid HTTP request: %s", escape(error.reason))
+            error_log.debug(
+                "%s - Invalid HTTP request (%d): %s",
+                self._peer(),
+                error.status,
+                escape(error.reason),
+            )
         self.stats.bad_request(error.status)
         detail = None if error.status != 400 else "Bad Request"
         transport.write(error_response(error.status, self.ctx.default_headers, detail))

@@ -4,6 +4,7 @@ and the app is never called for them. Every malformed case is also fed one byte 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -405,3 +406,16 @@ def test_response_timeout_mid_body_closes(
     client.wait_closed()
     assert client.output.endswith(b"1\r\nx\r\n")  # no clean end
     assert parse_responses(client.output) == []
+
+
+def test_refusals_are_logged_at_debug(
+    loop: asyncio.AbstractEventLoop, logs: pytest.LogCaptureFixture
+) -> None:
+    logging.getLogger("shardcorn.error").setLevel(logging.DEBUG)
+    client = connect(loop, CountingApp())
+    client.send(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n")
+    client.read_response()
+    client.wait_closed()
+    (record,) = [r for r in logs.records if "Invalid HTTP request" in r.getMessage()]
+    assert record.levelno == logging.DEBUG
+    assert record.getMessage().startswith("127.0.0.1:50000 - Invalid HTTP request (505):")
