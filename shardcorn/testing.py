@@ -148,14 +148,14 @@ class ProcessServer:
                 return line
         deadline = time.monotonic() + timeout
         while True:
-            line = self._read_line(deadline)
-            if line is None:
+            next_line = self._read_line(deadline)
+            if next_line is None:
                 raise TimeoutError(
                     f"no log line matching {pattern!r} within {timeout}s; log so far:\n"
                     + "".join(self.output)
                 )
-            if regex.search(line):
-                return line
+            if regex.search(next_line):
+                return next_line
 
     def _read_line(self, deadline: float) -> str | None:
         stream = self.proc.stderr

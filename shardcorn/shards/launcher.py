@@ -94,7 +94,16 @@ def run_single(
     loop = new_event_loop(config.loop)
     asyncio.set_event_loop(loop)
     shard = Shard(config, app, sockets, index=0, stats=_single_stats(config))
-    exporter = _start_exporter(config, shard)
+    try:
+        exporter = _start_exporter(config, shard)
+    except BindError as exc:
+        error_log.error("%s", exc)
+        for sock in sockets:
+            sock.close()
+        if config.uds is not None and os.path.exists(config.uds):
+            os.unlink(config.uds)
+        _shutdown_loop(loop)
+        return EXIT_STARTUP
     signals_seen = 0
 
     def on_signal(signum: int) -> None:
@@ -166,14 +175,5 @@ def _start_exporter(config: Config, shard: Shard) -> Exporter | None:
 
     table = ShardTable("single", loop_name(asyncio.get_event_loop()))
     table.shard_up(0, os.getpid())
-    try:
-        return start_exporter(config, StatsStore.over(shard.stats), table)
-    except BindError as exc:
-        # Called after the server's own sockets are bound, outside run_single's startup
-        # error handling: undo the binding here, then fail like any other startup error.
-        error_log.error("%s", exc)
-        for sock in shard.sockets:
-            sock.close()
-        if config.uds is not None and os.path.exists(config.uds):
-            os.unlink(config.uds)
-        raise SystemExit(EXIT_STARTUP) from None
+    # A BindError for the metrics port propagates: run_single fails it like a startup error.
+    return start_exporter(config, StatsStore.over(shard.stats), table)
