@@ -1,7 +1,7 @@
 """uvicorn options and values shardcorn does not take, each with the reason and what to use.
 
 A command line copied from uvicorn either works or stops with one line that says why
-(exit 2), instead of click's bare "no such option". docs/uvicorn-options.md has the full
+(exit 2), instead of click's bare "no such option". the README's "Coming from uvicorn" table has the full
 table; every other uvicorn option has a shardcorn equivalent under the same name.
 """
 

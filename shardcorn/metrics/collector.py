@@ -6,7 +6,7 @@ Shards never see a prometheus-client object. At each scrape this collector reads
 families from them. Label ``shard`` is the slot index, which a replacement shard inherits,
 so a series carries on across restarts.
 
-Choices a user can see (also in ``docs/metrics.md``):
+Choices a user can see (also in the README and ``docs/metrics.md``):
 
 * A slot is reported once a shard has run on it (``ShardTable.used``), with zeros until it
   counts, and from then on for good: ``rate()`` gets a baseline, a shard that has served

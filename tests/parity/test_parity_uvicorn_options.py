@@ -1,5 +1,5 @@
 """Every uvicorn option (read from uvicorn's own click command) is either taken by shardcorn
-or refused with its reason, and docs/uvicorn-options.md has a row for it."""
+or refused with its reason, and the README's uvicorn table has a row for it."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tests.parity.helpers import run_shardcorn, spawn, wait_ready
 # uvicorn is a dev dependency (the thing we compare with), not a test one.
 uvicorn_main = pytest.importorskip("uvicorn.main").main
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "uvicorn-options.md"
+DOCS = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def uvicorn_flags() -> list[str]:
