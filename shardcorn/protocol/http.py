@@ -80,6 +80,7 @@ class HttpProtocol(asyncio.Protocol, Connection):
         self.forwarded = False
         self.websocket_upgrade = False
         self.upgrade_scope: dict[str, Any] | None = None
+        self.pending_upgrade: tuple[dict[str, Any], bytes] | None = None  # waits for idle
         self.parsing: RequestCycle | None = None
         # the request being answered, and those parsed behind it
         self.cycle: RequestCycle | None = None
@@ -402,6 +403,9 @@ class HttpProtocol(asyncio.Protocol, Connection):
             self.launching = False
         if self.cycle is not None:
             return
+        if self.pending_upgrade is not None:
+            self._take_over()
+            return
         error = self.pending_error
         if error is not None:
             self._send_error_and_close(error)
@@ -613,6 +617,17 @@ class HttpProtocol(asyncio.Protocol, Connection):
             return
         offset = upgrade.args[0] if upgrade.args else len(data)
         leftover = data[offset:] if isinstance(offset, int) else b""
+        # Requests pipelined before the upgrade are answered first: the switch waits until
+        # the connection is idle, or the 101 would overtake their responses.
+        self.pending_upgrade = (scope, leftover)
+        self.pause_reading()
+        self._start_next()
+
+    def _take_over(self) -> None:
+        """Hand the (now idle) connection to the WebSocket protocol."""
+        assert self.pending_upgrade is not None and self.transport is not None
+        scope, leftover = self.pending_upgrade
+        self.pending_upgrade = None
         from shardcorn.protocol.websocket import take_over
 
         self._cancel_keepalive()
@@ -620,7 +635,10 @@ class HttpProtocol(asyncio.Protocol, Connection):
         # The socket stays open: the WebSocket protocol inherits its connections_open count
         # and lowers it when the socket closes (see protocol/websocket.py, "Counting").
         self.closed = True
-        assert self.transport is not None
+        if self.read_paused:
+            # The WebSocket protocol manages reading from here on, starting from "reading".
+            self.read_paused = False
+            self.transport.resume_reading()
         take_over(self.ctx, self.transport, scope, leftover)
 
     # -- shutting down ---------------------------------------------------------------------
