@@ -33,8 +33,8 @@ from gunicorn.workers.base import Worker
 from shardcorn.config import Config, ConfigError
 from shardcorn.loading import AppLoadError, load_app
 from shardcorn.logs import access_log, error_log
-from shardcorn.shards.launcher import _shutdown_loop, startup_checks
-from shardcorn.shards.loops import new_event_loop
+from shardcorn.shards.launcher import startup_checks
+from shardcorn.shards.loops import close_loop, new_event_loop
 from shardcorn.shards.shard import EXIT_LIFESPAN, Shard
 from shardcorn.shards.tls import TLSError
 
@@ -120,7 +120,7 @@ class ShardcornWorker(Worker):  # type: ignore[misc]  # gunicorn has no type hin
             loop.call_soon(self._heartbeat, loop, shard)
             code = loop.run_until_complete(shard.serve())
         finally:
-            _shutdown_loop(loop)
+            close_loop(loop)
         if code == EXIT_LIFESPAN:
             # The arbiter halts on this code instead of booting workers that fail forever.
             sys.exit(Arbiter.WORKER_BOOT_ERROR)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from shardcorn.config import Config, ConfigError
 from shardcorn.loading import AppLoadError, load_app
 from shardcorn.logs import configure_logging, error_log
-from shardcorn.shards.loops import loop_name, new_event_loop
+from shardcorn.shards.loops import close_loop, loop_name, new_event_loop
 from shardcorn.shards.shard import EXIT_OK, EXIT_STARTUP, Shard
 from shardcorn.shards.sockets import BindError, address_of, bind_sockets
 from shardcorn.shards.tls import TLSError, create_ssl_context
@@ -42,7 +42,9 @@ def load_env_file(path: str) -> None:
     try:
         from dotenv import load_dotenv
     except ImportError:
-        raise ConfigError("--env-file needs python-dotenv: pip install 'shardcorn[standard]'") from None
+        raise ConfigError(
+            "--env-file needs python-dotenv: pip install 'shardcorn[standard]'"
+        ) from None
     # Like uvicorn: a variable already set in the environment wins over the file's value.
     load_dotenv(path, override=False)
 
@@ -102,7 +104,7 @@ def run_single(
             sock.close()
         if config.uds is not None and os.path.exists(config.uds):
             os.unlink(config.uds)
-        _shutdown_loop(loop)
+        close_loop(loop)
         return EXIT_STARTUP
     signals_seen = 0
 
@@ -133,7 +135,7 @@ def run_single(
     finally:
         for signum in stop_signals:
             loop.remove_signal_handler(signum)
-        _shutdown_loop(loop)
+        close_loop(loop)
         for sock in sockets:
             sock.close()
         if config.uds is not None and os.path.exists(config.uds):
@@ -145,17 +147,6 @@ def run_single(
         if signals_seen > 1:
             return EXIT_STARTUP
     return code
-
-
-def _shutdown_loop(loop: asyncio.AbstractEventLoop) -> None:
-    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-    for task in pending:
-        task.cancel()
-    if pending:
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.close()
-    asyncio.set_event_loop(None)
 
 
 def _single_stats(config: Config) -> ShardStats:

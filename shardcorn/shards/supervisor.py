@@ -66,7 +66,7 @@ from shardcorn.logs import error_log
 from shardcorn.metrics.store import ShardTable, StatsStore
 from shardcorn.shards.fleet import Fleet, Request, Slot
 from shardcorn.shards.handles import ShardHandle, describe_exit
-from shardcorn.shards.loops import loop_name, new_event_loop
+from shardcorn.shards.loops import close_loop, loop_name, new_event_loop
 from shardcorn.shards.shard import EXIT_LIFESPAN, EXIT_OK, EXIT_STARTUP
 from shardcorn.shards.sockets import (
     BindError,
@@ -172,7 +172,7 @@ class Supervisor:
             try:
                 code = loop.run_until_complete(self._main())
             finally:
-                _close_loop(loop)
+                close_loop(loop)
         except BindError as exc:  # the metrics endpoint
             error_log.error("%s", exc)
             code = EXIT_STARTUP
@@ -577,14 +577,3 @@ class Supervisor:
             # A roll waiting on this slot: there is nothing left to restart.
             self._resolve(slot.requests.get_nowait(), ok=True)
         error_log.info("Shard %d removed: %d shards", slot.index, len(fleet.slots))
-
-
-def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
-    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-    for task in pending:
-        task.cancel()
-    if pending:
-        with contextlib.suppress(Exception):
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.close()

@@ -35,7 +35,7 @@ from shardcorn.metrics.stats import ShardStats
 from shardcorn.metrics.store import StatsStore
 from shardcorn.shards.control import EXIT, HandoffStats, ShardControl, send
 from shardcorn.shards.launcher import prepare_process
-from shardcorn.shards.loops import new_event_loop
+from shardcorn.shards.loops import close_loop, new_event_loop
 from shardcorn.shards.shard import EXIT_STARTUP, Shard
 
 
@@ -88,18 +88,7 @@ def run_shard(
         control.detach()
         if handle_sigterm:
             loop.remove_signal_handler(signal.SIGTERM)
-        _close_loop(loop)
-
-
-def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
-    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-    for task in pending:
-        task.cancel()
-    if pending:
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.close()
-    asyncio.set_event_loop(None)
+        close_loop(loop)
 
 
 def process_main(spec: ShardSpec, sock: socket.socket, conn: Connection) -> None:
