@@ -18,7 +18,7 @@ def main() -> int:
         sys.path[0] = str(here.parent)
     else:
         sys.path.insert(0, str(here.parent))
-    from bench.flatprofile import main as profile_main  # noqa: PLC0415
+    from bench.flatprofile import main as profile_main
 
     return profile_main(sys.argv[1:])
 

@@ -19,7 +19,7 @@ def main() -> int:
         sys.path[0] = str(here.parent)
     else:
         sys.path.insert(0, str(here.parent))
-    from bench.cli import main as cli_main  # noqa: PLC0415
+    from bench.cli import main as cli_main
 
     return cli_main(sys.argv[1:])
 
