@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from shardcorn.config import Config, TrustedHosts, parse_trusted_hosts
 from shardcorn.logs import TRACE, access_log, error_log
 from shardcorn.metrics.stats import ShardStats
+from shardcorn.protocol.response import KnownNames
 
 if TYPE_CHECKING:
     from shardcorn.loading import ASGIApp
@@ -41,7 +42,7 @@ class Connection:
 class ShardContext:
     """Per-shard serving state, handed to every protocol instance of that shard."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - shards and tests pass these by position
         self,
         config: Config,
         app: ASGIApp,
@@ -78,6 +79,8 @@ class ShardContext:
         if config.server_header and not custom_server:
             self._static_headers = b"server: shardcorn\r\n" + self._static_headers
         self.default_headers = b""
+        # Response header names this shard has validated (see protocol/response.py).
+        self.known_names: KnownNames = {}
         self._date_handle: asyncio.TimerHandle | None = None
         self.max_requests_reached: asyncio.Event | None = None
         self._all_closed: asyncio.Event | None = None
@@ -132,11 +135,17 @@ class ShardContext:
         """One more request handed to the app; stop the shard after --limit-max-requests."""
         self.total_requests += 1
         limit = self.max_requests
-        if limit is not None and self.total_requests >= limit and not self.shutting_down:
-            if self.max_requests_reached is not None and not self.max_requests_reached.is_set():
-                error_log.info(
-                    "Shard %d served %d requests (--limit-max-requests): stopping",
-                    self.index,
-                    self.total_requests,
-                )
-                self.max_requests_reached.set()
+        reached = self.max_requests_reached
+        if (
+            limit is not None
+            and self.total_requests >= limit
+            and not self.shutting_down
+            and reached is not None
+            and not reached.is_set()
+        ):
+            error_log.info(
+                "Shard %d served %d requests (--limit-max-requests): stopping",
+                self.index,
+                self.total_requests,
+            )
+            reached.set()

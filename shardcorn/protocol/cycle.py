@@ -10,7 +10,13 @@ The app runs in an ``asyncio.Task`` of its own, in a fresh copy of the connectio
 so a handler that answers without waiting finishes before ``data_received`` returns and costs
 no loop iteration. Running that first step without any task would be cheaper still, but then
 ``asyncio.current_task()`` is None, and anyio (Starlette's thread pool, cancel scopes),
-sniffio and ``asyncio.timeout`` all fail in it, so Python 3.10/3.11 get a plain task.
+sniffio and ``asyncio.timeout`` all fail in it, so Python 3.10/3.11 get a plain task, named
+(an unnamed task formats a "Task-<n>" name for itself, which costs more than the rest of
+its set-up).
+
+The request body is kept as the list of chunks the parser handed over and is joined only
+when the app takes more than one at once: a body that arrives in one read reaches the app
+without being copied here.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ _DISCONNECT = {"type": "http.disconnect"}
 class RequestCycle:
     __slots__ = (
         "accounted",
-        "body",
+        "buffered",
+        "chunks",
         "complete",
         "deadline",
         "disconnected",
@@ -71,7 +78,8 @@ class RequestCycle:
         self.method: str = scope["method"]
         self.keep_alive = keep_alive
         self.expect_100 = expect_100
-        self.body = bytearray()
+        self.chunks: list[bytes] = []  # request body the app has not taken yet
+        self.buffered = 0  # bytes in chunks
         self.more_body = True  # the parser has not seen the end of the request body yet
         self.last_body_sent = False  # the app has been given more_body=False
         self.waiter: asyncio.Future[None] | None = None
@@ -90,9 +98,11 @@ class RequestCycle:
     def feed_body(self, data: bytes) -> None:
         if self.complete or self.disconnected:
             return  # the app has answered; the rest of the body is read and dropped
-        self.body += data
-        self._wake()
-        if len(self.body) > BODY_HIGH_WATER:
+        self.chunks.append(data)
+        self.buffered += len(data)
+        if self.waiter is not None:
+            self._wake()
+        if self.buffered > BODY_HIGH_WATER:
             self.proto.pause_reading()
 
     def end_body(self) -> None:
@@ -121,13 +131,24 @@ class RequestCycle:
                 # ASGI: receive() after the response has been sent, or after the client
                 # went away, says http.disconnect.
                 return _DISCONNECT.copy()
-            if self.body or (not self.more_body and not self.last_body_sent):
-                body = bytes(self.body)
-                self.body.clear()
-                if not self.more_body:
+            chunks = self.chunks
+            if chunks or (not self.more_body and not self.last_body_sent):
+                if len(chunks) == 1:
+                    body = chunks[0]  # handed over as the parser gave it: no copy
+                    chunks.clear()
+                elif chunks:
+                    body = b"".join(chunks)
+                    chunks.clear()
+                else:
+                    body = b""
+                self.buffered = 0
+                more_body = self.more_body
+                if not more_body:
                     self.last_body_sent = True
-                self.proto.body_consumed()
-                return {"type": "http.request", "body": body, "more_body": self.more_body}
+                proto = self.proto
+                if proto.read_paused:
+                    proto.body_consumed()
+                return {"type": "http.request", "body": body, "more_body": more_body}
             # Nothing to hand over: more body is on its way, or the request is fully read
             # and only the end of the response or a disconnect can come next. Either way,
             # wait; never spin.
@@ -155,16 +176,20 @@ class RequestCycle:
                     self.complete = True
                 return  # ASGI: sending to a closed connection is a no-op
             writer = self.writer
-            first = not writer.head_sent
-            data = writer.body(message.get("body", b""), message.get("more_body", False))
             proto = self.proto
-            if first and proto.ctx.access_log_enabled:
+            # Access log off (the usual case) costs one attribute here, not a property call.
+            log = proto.ctx.access_log_enabled and not writer.head_sent
+            out = writer.frame(message.get("body", b""), message.get("more_body", False))
+            if log:
                 self.log_access(writer.status)  # logged when the head really goes out
-            if data:
-                proto.write(data)
+            if isinstance(out, list):
+                proto.writelines(out)  # a large body beside its framing, not copied into it
+            elif out:
+                proto.write(out)
             if writer.finished:
                 self.complete = True
-                self._wake()  # a receive() waiting in another task returns http.disconnect
+                if self.waiter is not None:
+                    self._wake()  # a receive() waiting in another task returns http.disconnect
                 proto.response_complete(self)
             elif proto.write_paused:
                 await proto.drain()
@@ -174,8 +199,8 @@ class RequestCycle:
         if self.disconnected:
             self.started = True
             return
-        proto = self.proto
-        keep_alive = self.keep_alive and not proto.ctx.shutting_down
+        ctx = self.proto.ctx
+        keep_alive = self.keep_alive and not ctx.shutting_down
         if self.expect_100 and self.more_body:
             # "Expect: 100-continue" unanswered and the body not received: the client may
             # send that body or not, so nothing after it could be framed. Say we close.
@@ -184,10 +209,11 @@ class RequestCycle:
             self.writer.start(
                 message["status"],
                 message.get("headers", ()),
-                proto.ctx.default_headers,
+                ctx.default_headers,
                 head_request=self.method == "HEAD",
                 keep_alive=keep_alive,
                 http11=self.scope["http_version"] == "1.1",
+                known_names=ctx.known_names,
             )
         except AppProtocolError as exc:
             raise RuntimeError(str(exc)) from None
@@ -266,6 +292,9 @@ def _release(waiter: asyncio.Future[None], _: object) -> None:
         waiter.set_result(None)
 
 
+# Every request task has this name (see the module docstring for why it is not left unset).
+TASK_NAME = "shardcorn-request"
+
 if sys.version_info >= (3, 12):
 
     def _start_task(
@@ -273,7 +302,20 @@ if sys.version_info >= (3, 12):
         coro: Coroutine[Any, Any, None],
         context: contextvars.Context,
     ) -> asyncio.Task[None]:
-        return asyncio.Task(coro, loop=loop, context=context, eager_start=True)
+        return asyncio.Task(coro, loop=loop, context=context, eager_start=True, name=TASK_NAME)
+
+elif sys.version_info >= (3, 11):
+
+    def _start_task(
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, None],
+        context: contextvars.Context,
+    ) -> asyncio.Task[None]:
+        if loop.get_task_factory() is not None:
+            # A task factory the app installed decides what a task is: honour it.
+            return context.run(loop.create_task, coro)
+        # The constructor, not loop.create_task: the same task, two calls and a name fewer.
+        return asyncio.Task(coro, loop=loop, context=context, name=TASK_NAME)
 
 else:
 

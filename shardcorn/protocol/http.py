@@ -527,6 +527,12 @@ class HttpProtocol(asyncio.Protocol, Connection):
         if transport is not None and not self.closed:
             transport.write(data)
 
+    def writelines(self, buffers: list[bytes]) -> None:
+        """Write ``buffers`` in order, in one system call where the transport can."""
+        transport = self.transport
+        if transport is not None and not self.closed:
+            transport.writelines(buffers)
+
     def pause_writing(self) -> None:
         self.write_paused = True
 
@@ -569,7 +575,7 @@ class HttpProtocol(asyncio.Protocol, Connection):
         if len(self.pipeline) >= MAX_PIPELINE // 2:
             return
         cycle = self.parsing
-        if cycle is not None and not cycle.complete and len(cycle.body) > BODY_LOW_WATER:
+        if cycle is not None and not cycle.complete and cycle.buffered > BODY_LOW_WATER:
             return
         self.resume_reading()
 

@@ -12,6 +12,12 @@ message, so a small response goes out as one buffer (head and body together):
 
 Problems caused by the app raise :class:`AppProtocolError`; the caller logs them and
 answers 500 (if nothing was sent yet) or closes the connection.
+
+Speed: this runs for every response, so the common shapes take a short path. Header names a
+shard has already validated are remembered (see :data:`KnownNames`), header values are checked
+for CR, LF and NUL in one pass over the joined header block, and a large body is never copied
+next to its head or chunk framing: :meth:`ResponseWriter.frame` returns a list of buffers
+for the transport's ``writelines`` instead.
 """
 
 from __future__ import annotations
@@ -19,12 +25,44 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from http import HTTPStatus
+from typing import Any
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 _NO_BODY_STATUS = frozenset({204, 304})
 # RFC 9110 8.6: no content-length in a 1xx or 204 response.
 _NO_LENGTH_STATUS = frozenset({*range(100, 200), 204})
+
+# What the writer does with a response header, by lower-cased name; any other name passes.
+_PLAIN, _CONTENT_LENGTH, _CONNECTION, _SERVER, _DATE, _TRANSFER_ENCODING = range(6)
+_KINDS = {
+    b"content-length": _CONTENT_LENGTH,
+    b"connection": _CONNECTION,
+    b"server": _SERVER,
+    b"date": _DATE,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+}
+
+KnownNames = dict[bytes, int]
+"""Header names one shard has validated, as the app spelled them -> ``_PLAIN`` or
+``_CONTENT_LENGTH``. Apps send the same few names in every response: a dict hit replaces a
+regular-expression match and a ``lower()`` per header. Each shard has its own (nothing is
+shared between shards on the hot path); names that need more than passing through or a
+length check (connection, server, date, transfer-encoding) are never in it."""
+# A shard stops learning names past this many: an app that invents names (x-request-<id>)
+# gets them checked every time instead of growing the dict without bound.
+KNOWN_NAMES_LIMIT = 1024
+
+# From this size on a body is written beside its head or chunk framing (the transport's
+# writelines: one writev) rather than copied into one buffer with it. Copying a few KiB costs
+# less than the second buffer does; copying 64 KiB costs several microseconds.
+JOIN_LIMIT = 8 * 1024
+
+Output = bytes | list[bytes]
+"""What to write for one body message: one buffer, or buffers to write in order."""
+
+# Framing modes, decided at the first body message (-1 before it).
+_LENGTH, _CHUNKED, _CLOSE, _EMPTY = range(4)
 
 
 class AppProtocolError(Exception):
@@ -50,6 +88,129 @@ def status_line(status: int) -> bytes:
     return line
 
 
+class _Fields:
+    """The app's headers, checked: the block to send and what the writer must know."""
+
+    __slots__ = ("block", "close_requested", "length", "own_connection", "own_date", "own_server")
+
+    def __init__(self, block: bytes, length: int | None) -> None:
+        self.block = block
+        self.length = length
+        self.own_connection = self.close_requested = self.own_server = self.own_date = False
+
+
+def _known_fields(headers: Iterable[Any], known: KnownNames, status: int) -> _Fields | None:
+    """The fields, if every name is one the shard has already validated; else None.
+
+    None sends the caller down :func:`_checked_fields`, which finds and names any problem:
+    this path only has to be right when everything is fine.
+    """
+    parts: list[bytes] = []
+    length = None
+    try:
+        for name, value in headers:
+            if known[name]:  # _CONTENT_LENGTH, the only other kind kept in ``known``
+                if not value.isdigit():  # int() would take "+1", " 1", "1_0"
+                    return None
+                new_length = int(value)
+                if length is not None and length != new_length:
+                    return None
+                length = new_length
+                if status in _NO_LENGTH_STATUS:
+                    continue
+            parts += (name, b": ", value, b"\r\n")
+        block = b"".join(parts)  # a value that is not a buffer raises TypeError here
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    # Names are tokens (validated when learnt), so every CR and LF in the block is one of
+    # ours, one each per header, unless a value carries one: then the counts differ.
+    lines = len(parts) // 4
+    if block.count(b"\n") != lines or block.count(b"\r") != lines or b"\0" in block:
+        return None
+    return _Fields(block, length)
+
+
+def _checked_fields(headers: Iterable[Any], status: int, known: KnownNames | None) -> _Fields:
+    """Check every header, raising AppProtocolError for the first bad one; learn names."""
+    parts = []
+    length: int | None = None
+    own_server = own_date = own_connection = close_requested = False
+    for item in headers:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            raise AppProtocolError(
+                f"a response header must be a (name, value) pair: {item!r}"
+            ) from None
+        learnable = type(name) is bytes
+        if not learnable or type(value) is not bytes:
+            if not isinstance(name, (bytes, bytearray)) or not isinstance(
+                value, (bytes, bytearray)
+            ):
+                raise AppProtocolError(f"response headers must be bytes: {item!r}")
+            name, value = bytes(name), bytes(value)
+        if _TOKEN.fullmatch(name) is None:
+            raise AppProtocolError(f"invalid response header name {name!r}")
+        if _BAD_VALUE.search(value) is not None:
+            raise AppProtocolError(f"invalid response header value for {name!r}")
+        kind = _KINDS.get(name.lower(), _PLAIN)
+        if (
+            known is not None
+            and learnable
+            and kind <= _CONTENT_LENGTH
+            and len(known) < KNOWN_NAMES_LIMIT
+        ):
+            known[name] = kind
+        if kind == _CONTENT_LENGTH:
+            if not value.isdigit():  # int() would take "+1", " 1", "1_0"
+                raise AppProtocolError(f"invalid content-length {value!r}")
+            new_length = int(value)
+            if length is not None and length != new_length:
+                raise AppProtocolError(f"conflicting content-length {value!r}")
+            length = new_length
+            if status in _NO_LENGTH_STATUS:
+                continue
+        elif kind == _CONNECTION:
+            own_connection = True
+            if b"close" in value.lower():
+                close_requested = True
+        elif kind == _SERVER:
+            own_server = True
+        elif kind == _DATE:
+            own_date = True
+        elif kind == _TRANSFER_ENCODING:
+            # We frame the body ourselves; an app-supplied framing header would lie.
+            continue
+        parts.append(b"%s: %s\r\n" % (name, value))
+    fields = _Fields(b"".join(parts), length)
+    fields.own_connection = own_connection
+    fields.close_requested = close_requested
+    fields.own_server = own_server
+    fields.own_date = own_date
+    return fields
+
+
+def _without_defaults(default_headers: bytes, server: bool, date: bool) -> bytes:
+    """The default header lines minus the server and/or date line the app replaces."""
+    kept = []
+    for line in default_headers.split(b"\r\n"):
+        lower_line = line.lower()
+        if not line or (server and lower_line.startswith(b"server:")):
+            continue
+        if date and lower_line.startswith(b"date:"):
+            continue
+        kept.append(line + b"\r\n")
+    return b"".join(kept)
+
+
+def _chunk(data: bytes, last: bool) -> Output:
+    """``data`` as one chunk (the last chunk and the end of the body too, if ``last``)."""
+    end = b"\r\n0\r\n\r\n" if last else b"\r\n"
+    if len(data) >= JOIN_LIMIT:
+        return [b"%x\r\n" % len(data), data, end]
+    return b"%x\r\n%b%b" % (len(data), data, end)
+
+
 class ResponseWriter:
     """Frames one response. Create one per request; feed it start, then body messages."""
 
@@ -69,20 +230,13 @@ class ResponseWriter:
         "status",
     )
 
-    # framing modes
-    LENGTH, CHUNKED, CLOSE, EMPTY = range(4)
+    # framing modes (kept as names for callers; the module constants are what is used)
+    LENGTH, CHUNKED, CLOSE, EMPTY = _LENGTH, _CHUNKED, _CLOSE, _EMPTY
 
     def __init__(self) -> None:
-        self._head = b""
+        # Only what can be read before start(); start() sets the rest.
         self._mode = -1
-        self._remaining = 0
-        self._length: int | None = None
-        self._no_body = False
         self._keep_alive = True
-        self._http11 = True
-        self._own_connection = False
-        self._close_requested = False
-        self._head_request = False
         self.status = 0
         self.bytes_sent = 0
         self.finished = False
@@ -106,108 +260,78 @@ class ResponseWriter:
         head_request: bool,
         keep_alive: bool,
         http11: bool,
+        known_names: KnownNames | None = None,
     ) -> None:
         """Validate and remember the head; it is sent with the first body message.
 
         ``default_headers`` is the pre-encoded block of server/date/--header lines; a
-        ``server`` or ``date`` header from the app replaces ours.
+        ``server`` or ``date`` header from the app replaces ours. ``known_names`` is the
+        shard's cache of validated header names (none: check every name).
         """
         if type(status) is not int:
             if not isinstance(status, int) or isinstance(status, bool):
                 raise AppProtocolError(f"the response status must be an int, got {status!r}")
             status = int(status)  # an IntEnum such as http.HTTPStatus.OK
-        parts = [status_line(status)]
-        length: int | None = None
-        own_server = own_date = own_connection = False
-        close_requested = False
-        for item in headers:
-            try:
-                name, value = item
-            except (TypeError, ValueError):
-                raise AppProtocolError(
-                    f"a response header must be a (name, value) pair: {item!r}"
-                ) from None
-            if type(name) is not bytes or type(value) is not bytes:
-                if not isinstance(name, (bytes, bytearray)) or not isinstance(
-                    value, (bytes, bytearray)
-                ):
-                    raise AppProtocolError(f"response headers must be bytes: {item!r}")
-                name, value = bytes(name), bytes(value)
-            if _TOKEN.fullmatch(name) is None:
-                raise AppProtocolError(f"invalid response header name {name!r}")
-            if _BAD_VALUE.search(value) is not None:
-                raise AppProtocolError(f"invalid response header value for {name!r}")
-            lower = name.lower()
-            if lower == b"content-length":
-                if not value.isdigit():  # int() would take "+1", " 1", "1_0"
-                    raise AppProtocolError(f"invalid content-length {value!r}")
-                new_length = int(value)
-                if length is not None and length != new_length:
-                    raise AppProtocolError(f"conflicting content-length {value!r}")
-                length = new_length
-                if status in _NO_LENGTH_STATUS:
-                    continue
-            elif lower == b"connection":
-                own_connection = True
-                if b"close" in value.lower():
-                    close_requested = True
-            elif lower == b"server":
-                own_server = True
-            elif lower == b"date":
-                own_date = True
-            elif lower == b"transfer-encoding":
-                # We frame the body ourselves; an app-supplied framing header would lie.
-                continue
-            parts.append(b"%s: %s\r\n" % (name, value))
-        if own_server or own_date:
-            kept = []
-            for line in default_headers.split(b"\r\n"):
-                lower_line = line.lower()
-                if not line or (own_server and lower_line.startswith(b"server:")):
-                    continue
-                if own_date and lower_line.startswith(b"date:"):
-                    continue
-                kept.append(line + b"\r\n")
-            default_headers = b"".join(kept)
-        parts.insert(1, default_headers)
+        line = STATUS_LINES.get(status)
+        if line is None:
+            raise AppProtocolError(f"invalid HTTP status code {status!r}")
+        fields = None
+        if known_names is not None:
+            if type(headers) is not list and type(headers) is not tuple:
+                # Read a one-shot iterable once: the checking path may have to read it again.
+                headers = list(headers)
+            fields = _known_fields(headers, known_names, status)
+        if fields is None:
+            fields = _checked_fields(headers, status, known_names)
+        if fields.own_server or fields.own_date:
+            default_headers = _without_defaults(default_headers, fields.own_server, fields.own_date)
         self.status = status
-        self._own_connection = own_connection
-        self._close_requested = close_requested
+        self._own_connection = fields.own_connection
+        self._close_requested = fields.close_requested
         self._head_request = head_request
         self._no_body = head_request or status < 200 or status in _NO_BODY_STATUS
-        self._length = None if status in _NO_LENGTH_STATUS else length
-        self._keep_alive = keep_alive and not close_requested
-        self._head = b"".join(parts)
+        self._length = None if status in _NO_LENGTH_STATUS else fields.length
+        self._keep_alive = keep_alive and not fields.close_requested
+        self._head = b"".join((line, default_headers, fields.block))
         self._http11 = http11
 
     def body(self, data: bytes, more_body: bool) -> bytes:
         """Return the bytes to write for one body message (the head too, the first time)."""
-        if self.finished:
-            raise AppProtocolError("http.response.body sent after the response was complete")
+        out = self.frame(data, more_body)
+        return out if isinstance(out, bytes) else b"".join(out)
+
+    def frame(self, data: bytes, more_body: bool) -> Output:
+        """Like :meth:`body`, but a large body comes back beside its framing, not copied."""
         mode = self._mode
-        if mode < 0:
-            return self._first_body(data, more_body)
-        if mode == self.LENGTH:
+        if mode == _LENGTH:
+            if self.finished:
+                raise AppProtocolError("http.response.body sent after the response was complete")
             size = len(data)
             if size > self._remaining:
                 raise AppProtocolError("the response body is longer than its content-length")
             self._remaining -= size
-            if not more_body:
-                self._finish_length()
             self.bytes_sent += size
+            if not more_body:
+                self.finished = True
+                if self._remaining:
+                    raise AppProtocolError("the response body is shorter than its content-length")
             return data
-        if mode == self.CHUNKED:
+        if self.finished:
+            raise AppProtocolError("http.response.body sent after the response was complete")
+        if mode < 0:
+            return self._first_body(data, more_body)
+        if mode == _CHUNKED:
             if not more_body:
                 self.finished = True
                 if data:
                     self.bytes_sent += len(data)
-                    return b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data)
+                    return _chunk(data, last=True)
                 return b"0\r\n\r\n"
             if not data:
-                return b""
+                return b""  # an empty chunk would end the body
             self.bytes_sent += len(data)
-            return b"%x\r\n%b\r\n" % (len(data), data)
-        if mode == self.CLOSE:
+            return _chunk(data, last=False)
+        if mode == _CLOSE:
             if not more_body:
                 self.finished = True
             self.bytes_sent += len(data)
@@ -216,11 +340,6 @@ class ResponseWriter:
         if not more_body:
             self.finished = True
         return b""
-
-    def _finish_length(self) -> None:
-        self.finished = True
-        if self._remaining:
-            raise AppProtocolError("the response body is shorter than its content-length")
 
     def _connection_line(self) -> bytes:
         """Say what happens to the connection, unless the app already said it."""
@@ -231,46 +350,51 @@ class ResponseWriter:
             return b""
         return b"connection: keep-alive\r\n"
 
-    def _first_body(self, data: bytes, more_body: bool) -> bytes:
+    def _first_body(self, data: bytes, more_body: bool) -> Output:
         head = self._head
         self._head = b""
         length = self._length
+        size = len(data)
         if self._no_body:
             # The app's headers (a HEAD answer's content-length included) go out as given.
             # A HEAD answer given its whole body at once gets the content-length that GET
             # would have had.
             if self._head_request and length is None and data and not more_body:
-                head += b"content-length: %d\r\n" % len(data)
-            self._mode = self.EMPTY
+                head += b"content-length: %d\r\n" % size
+            self._mode = _EMPTY
             self.finished = not more_body
             return head + self._connection_line() + b"\r\n"
         if length is not None:
             # Check before anything is handed out, so a wrong length on the first body
             # message still lets the caller answer 500 instead of a broken response.
-            if len(data) > length:
+            if size > length:
                 raise AppProtocolError("the response body is longer than its content-length")
-            if not more_body and len(data) < length:
+            if not more_body and size < length:
                 raise AppProtocolError("the response body is shorter than its content-length")
-            self._mode = self.LENGTH
-            self._remaining = length
-            return head + self._connection_line() + b"\r\n" + self.body(data, more_body)
-        if not more_body:
+            self._mode = _LENGTH
+            self._remaining = length - size
+            self.finished = not more_body
+            head = b"".join((head, self._connection_line(), b"\r\n"))
+        elif not more_body:
             # The whole body is here: a content-length is cheaper than chunking.
-            self._mode = self.LENGTH
+            self._mode = _LENGTH
             self._remaining = 0
             self.finished = True
-            self.bytes_sent = len(data)
-            return b"%b%bcontent-length: %d\r\n\r\n%b" % (
-                head,
-                self._connection_line(),
-                len(data),
-                data,
-            )
-        if self._http11:
-            self._mode = self.CHUNKED
+            head = b"%b%bcontent-length: %d\r\n\r\n" % (head, self._connection_line(), size)
+        elif self._http11:
+            self._mode = _CHUNKED
             head += self._connection_line() + b"transfer-encoding: chunked\r\n\r\n"
-            return head + self.body(data, more_body)
-        # HTTP/1.0 without a length: the end of the body is the end of the connection.
-        self._mode = self.CLOSE
-        self._keep_alive = False
-        return head + self._connection_line() + b"\r\n" + self.body(data, more_body)
+            if not data:
+                return head
+            self.bytes_sent = size
+            framed = _chunk(data, last=False)
+            return [head, *framed] if isinstance(framed, list) else head + framed
+        else:
+            # HTTP/1.0 without a length: the end of the body is the end of the connection.
+            self._mode = _CLOSE
+            self._keep_alive = False
+            head += self._connection_line() + b"\r\n"
+        self.bytes_sent = size
+        if size >= JOIN_LIMIT:
+            return [head, data]
+        return head + data if size else head
