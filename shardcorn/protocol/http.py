@@ -32,6 +32,8 @@ from shardcorn.protocol.proxy import apply_proxy_headers, peer_is_trusted
 MAX_PIPELINE = 16
 # Resume reading a paused request body once the app has taken it below this.
 BODY_LOW_WATER = BODY_HIGH_WATER // 4
+# Loop timers count whole milliseconds: one may fire up to a millisecond before its time.
+TIMER_SLACK = 0.001
 
 
 def _decode_path(raw_path: bytes) -> str:
@@ -59,6 +61,7 @@ class HttpProtocol(asyncio.Protocol, Connection):
         self.server: tuple[str, int] | None = None
         self.scheme = "https" if ctx.ssl_context is not None else "http"
         self.trusted_peer = False
+        self.scope_template: dict[str, Any] = {}  # (connection_made)
         # Each request's app runs in a copy of this, never of the context of the request
         # whose send() happened to launch it.
         self.base_context = contextvars.copy_context()
@@ -91,7 +94,10 @@ class HttpProtocol(asyncio.Protocol, Connection):
         self.read_paused = False
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
-        self.keepalive_handle: asyncio.TimerHandle | None = None
+        # Keep-alive (see "keep-alive and timeouts"): when the connection went idle (None
+        # while it is not), and its timer, which may still be armed while it is busy.
+        self.idle_since: float | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None
         self.head_deadline: asyncio.TimerHandle | None = None
         self.closed = False
         self.launching = False  # _start_next is running cycles (re-entry just returns)
@@ -105,9 +111,27 @@ class HttpProtocol(asyncio.Protocol, Connection):
         self.trusted_peer = trusted is not None and peer_is_trusted(
             trusted, self.client[0] if self.client else None
         )
-        self.ctx.connections.add(self)
+        ctx = self.ctx
+        # Every request's scope starts as a copy of this: one dict copy and a few stores are
+        # cheaper than building a 13-key dict, and half of its values never change here.
+        self.scope_template = {
+            "type": "http",
+            "asgi": ctx.asgi_version,
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": "GET",
+            "root_path": ctx.root_path,
+            "path": "/",
+            "raw_path": b"/",
+            "query_string": b"",
+            "headers": [],
+            "state": {},
+        }
+        ctx.connections.add(self)
         self.stats.connection_opened()
-        if self.ctx.trace_enabled:
+        if ctx.trace_enabled:
             error_log.log(TRACE, "%s - HTTP connection made", self._peer())
         if self.ctx.shutting_down:
             self.closed = True
@@ -124,6 +148,7 @@ class HttpProtocol(asyncio.Protocol, Connection):
         if self.ctx.trace_enabled:
             error_log.log(TRACE, "%s - HTTP connection lost", self._peer())
         self._cancel_keepalive()
+        self._drop_idle_timer()
         if self.head_deadline is not None:
             self.head_deadline.cancel()
             self.head_deadline = None
@@ -138,7 +163,7 @@ class HttpProtocol(asyncio.Protocol, Connection):
 
     # -- reading ---------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self.keepalive_handle is not None:
+        if self.idle_since is not None:
             self._cancel_keepalive()
         self.head_began = False
         try:
@@ -301,7 +326,8 @@ class HttpProtocol(asyncio.Protocol, Connection):
         url = self.url
         if url[:1] == b"/":
             raw_path, _, query = url.partition(b"?")
-            if b"#" in query:
+            # ``int in bytes`` (a memchr) costs a tenth of ``bytes in bytes`` here.
+            if 35 in query:  # "#"
                 query = query.partition(b"#")[0]
         elif url == b"*":
             raw_path, query = url, b""
@@ -313,30 +339,25 @@ class HttpProtocol(asyncio.Protocol, Connection):
                 raise self.pending_error from None
             raw_path = parsed.path or b"/"
             query = parsed.query or b""
-        if b"#" in raw_path:
+        if 35 in raw_path:  # "#"
             raw_path = raw_path.partition(b"#")[0]
         ctx = self.ctx
         root_path = ctx.root_path
-        path = _decode_path(raw_path)
+        if 37 not in raw_path and raw_path.isascii():  # no "%": no call, no unquote
+            path = raw_path.decode("ascii")
+        else:
+            path = _decode_path(raw_path)
         if root_path:
             path = root_path + path
             raw_path = root_path.encode("ascii", "replace") + raw_path
-        method = parser.get_method().decode("ascii", "replace")
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": ctx.asgi_version,
-            "http_version": http_version,
-            "server": self.server,
-            "client": self.client,
-            "scheme": self.scheme,
-            "method": method,
-            "root_path": root_path,
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "headers": self.headers,
-            "state": ctx.lifespan_state.copy(),
-        }
+        scope = self.scope_template.copy()
+        scope["http_version"] = http_version
+        scope["method"] = parser.get_method().decode("ascii", "replace")
+        scope["path"] = path
+        scope["raw_path"] = raw_path
+        scope["query_string"] = query
+        scope["headers"] = self.headers
+        scope["state"] = ctx.lifespan_state.copy()
         if self.forwarded and self.trusted_peer:
             apply_proxy_headers(scope, self.headers, ctx.trusted)
         if self.websocket_upgrade and ctx.ws_enabled and parser.should_upgrade():
@@ -352,7 +373,7 @@ class HttpProtocol(asyncio.Protocol, Connection):
             # An upgrade we do not perform (RFC 9110 7.8 lets us ignore it): serve it as
             # plain HTTP, then close, since the bytes after it are not HTTP.
             cycle.keep_alive = False
-        if ctx.over_limit():
+        if ctx.limit_concurrency is not None and ctx.over_limit():
             self.stats.concurrency_rejected()
             self.pending_error = ProtocolError(503, "Service Unavailable")
             raise self.pending_error
@@ -417,10 +438,13 @@ class HttpProtocol(asyncio.Protocol, Connection):
         ctx.requests_in_flight += 1
         self.stats.request_started(self.requests_launched > 0)
         self.requests_launched += 1
-        ctx.count_request()
-        if ctx.max_requests is not None and ctx.total_requests >= ctx.max_requests:
-            # The shard stops after this one (--limit-max-requests): tell the client.
-            cycle.keep_alive = False
+        if ctx.max_requests is None:
+            ctx.total_requests += 1  # all of count_request() without --limit-max-requests
+        else:
+            ctx.count_request()
+            if ctx.total_requests >= ctx.max_requests:
+                # The shard stops after this one (--limit-max-requests): tell the client.
+                cycle.keep_alive = False
         cycle.launched = True
         if self.response_timeout is not None:
             cycle.deadline = self.loop.call_later(
@@ -580,28 +604,54 @@ class HttpProtocol(asyncio.Protocol, Connection):
         self.resume_reading()
 
     # -- keep-alive and timeouts -----------------------------------------------------------
+    # One timer per connection, re-armed lazily. Going idle records the time and going busy
+    # clears it; neither touches the timer (a loop timer created and cancelled per request
+    # cost more than the rest of the keep-alive logic together). When the timer fires, it
+    # closes a connection idle for the whole timeout, re-arms for the rest of the timeout if
+    # the connection went idle later, and lapses if the connection is busy: the next
+    # _arm_keepalive starts it again.
+    @property
+    def keepalive_handle(self) -> asyncio.TimerHandle | None:
+        """The keep-alive timer while it governs the connection (idle), else None."""
+        return self.idle_timer if self.idle_since is not None else None
+
     def _arm_keepalive(self) -> None:
         transport = self.transport
         if (
-            self.keepalive_handle is None
+            self.idle_since is None
             and not self.closed
             and transport is not None
             and not transport.is_closing()
         ):
             self.stats.keepalive_idle(1)
-            self.keepalive_handle = self.loop.call_later(
-                self.ctx.keep_alive_timeout, self._keepalive_expired
-            )
+            self.idle_since = self.loop.time()
+            if self.idle_timer is None:
+                self.idle_timer = self.loop.call_later(
+                    self.ctx.keep_alive_timeout, self._keepalive_check
+                )
 
     def _cancel_keepalive(self) -> None:
-        handle = self.keepalive_handle
-        if handle is not None:
-            handle.cancel()
-            self.keepalive_handle = None
+        """The connection is not idle any more; an armed timer lapses when it fires."""
+        if self.idle_since is not None:
+            self.idle_since = None
             self.stats.keepalive_idle(-1)
 
-    def _keepalive_expired(self) -> None:
-        self.keepalive_handle = None
+    def _drop_idle_timer(self) -> None:
+        timer = self.idle_timer
+        if timer is not None:
+            timer.cancel()
+            self.idle_timer = None
+
+    def _keepalive_check(self) -> None:
+        self.idle_timer = None
+        since = self.idle_since
+        if since is None or self.closed:
+            return  # busy: armed again when the connection next goes idle
+        left = since + self.ctx.keep_alive_timeout - self.loop.time()
+        if left > TIMER_SLACK:
+            self.idle_timer = self.loop.call_later(left, self._keepalive_check)
+            return
+        self.idle_since = None
         self.stats.keepalive_idle(-1)
         if self.requests_seen:
             self.stats.keepalive_timeout()
@@ -680,5 +730,6 @@ class HttpProtocol(asyncio.Protocol, Connection):
     def _close(self) -> None:
         transport = self.transport
         self._cancel_keepalive()
+        self._drop_idle_timer()
         if transport is not None and not transport.is_closing():
             transport.close()

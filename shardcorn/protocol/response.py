@@ -99,8 +99,11 @@ class _Fields:
         self.own_connection = self.close_requested = self.own_server = self.own_date = False
 
 
-def _known_fields(headers: Iterable[Any], known: KnownNames, status: int) -> _Fields | None:
-    """The fields, if every name is one the shard has already validated; else None.
+def _known_fields(
+    headers: Iterable[Any], known: KnownNames, status: int
+) -> tuple[bytes, int | None] | None:
+    """The header block and content-length, if every name is one this shard has already
+    validated and nothing else needs a look; else None.
 
     None sends the caller down :func:`_checked_fields`, which finds and names any problem:
     this path only has to be right when everything is fine.
@@ -109,6 +112,9 @@ def _known_fields(headers: Iterable[Any], known: KnownNames, status: int) -> _Fi
     length = None
     try:
         for name, value in headers:
+            # ``int in bytes`` is a memchr; a value that is not bytes raises TypeError.
+            if 10 in value or 13 in value or 0 in value:
+                return None
             if known[name]:  # _CONTENT_LENGTH, the only other kind kept in ``known``
                 if not value.isdigit():  # int() would take "+1", " 1", "1_0"
                     return None
@@ -119,15 +125,9 @@ def _known_fields(headers: Iterable[Any], known: KnownNames, status: int) -> _Fi
                 if status in _NO_LENGTH_STATUS:
                     continue
             parts += (name, b": ", value, b"\r\n")
-        block = b"".join(parts)  # a value that is not a buffer raises TypeError here
+        return b"".join(parts), length
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
-    # Names are tokens (validated when learnt), so every CR and LF in the block is one of
-    # ours, one each per header, unless a value carries one: then the counts differ.
-    lines = len(parts) // 4
-    if block.count(b"\n") != lines or block.count(b"\r") != lines or b"\0" in block:
-        return None
-    return _Fields(block, length)
 
 
 def _checked_fields(headers: Iterable[Any], status: int, known: KnownNames | None) -> _Fields:
@@ -219,7 +219,6 @@ class ResponseWriter:
         "_head",
         "_head_request",
         "_http11",
-        "_keep_alive",
         "_length",
         "_mode",
         "_no_body",
@@ -227,6 +226,7 @@ class ResponseWriter:
         "_remaining",
         "bytes_sent",
         "finished",
+        "keep_alive",
         "status",
     )
 
@@ -236,7 +236,8 @@ class ResponseWriter:
     def __init__(self) -> None:
         # Only what can be read before start(); start() sets the rest.
         self._mode = -1
-        self._keep_alive = True
+        # Whether the connection may carry another request after this response.
+        self.keep_alive = True
         self.status = 0
         self.bytes_sent = 0
         self.finished = False
@@ -245,11 +246,6 @@ class ResponseWriter:
     def head_sent(self) -> bool:
         """Whether the status line and headers have been handed out to be written."""
         return self._mode >= 0
-
-    @property
-    def keep_alive(self) -> bool:
-        """Whether the connection may carry another request after this response."""
-        return self._keep_alive
 
     def start(
         self,
@@ -275,24 +271,32 @@ class ResponseWriter:
         line = STATUS_LINES.get(status)
         if line is None:
             raise AppProtocolError(f"invalid HTTP status code {status!r}")
-        fields = None
+        fast = None
         if known_names is not None:
             if type(headers) is not list and type(headers) is not tuple:
                 # Read a one-shot iterable once: the checking path may have to read it again.
                 headers = list(headers)
-            fields = _known_fields(headers, known_names, status)
-        if fields is None:
+            fast = _known_fields(headers, known_names, status)
+        if fast is not None:
+            block, length = fast
+            self._own_connection = self._close_requested = False
+            self.keep_alive = keep_alive
+        else:
             fields = _checked_fields(headers, status, known_names)
-        if fields.own_server or fields.own_date:
-            default_headers = _without_defaults(default_headers, fields.own_server, fields.own_date)
+            block, length = fields.block, fields.length
+            if fields.own_server or fields.own_date:
+                default_headers = _without_defaults(
+                    default_headers, fields.own_server, fields.own_date
+                )
+            self._own_connection = fields.own_connection
+            self._close_requested = fields.close_requested
+            self.keep_alive = keep_alive and not fields.close_requested
         self.status = status
-        self._own_connection = fields.own_connection
-        self._close_requested = fields.close_requested
         self._head_request = head_request
         self._no_body = head_request or status < 200 or status in _NO_BODY_STATUS
-        self._length = None if status in _NO_LENGTH_STATUS else fields.length
-        self._keep_alive = keep_alive and not fields.close_requested
-        self._head = b"".join((line, default_headers, fields.block))
+        self._length = None if status in _NO_LENGTH_STATUS else length
+        # Joined with the rest of the head (and a small body) at the first body message.
+        self._head = (line, default_headers, block)
         self._http11 = http11
 
     def body(self, data: bytes, more_body: bool) -> bytes:
@@ -343,7 +347,7 @@ class ResponseWriter:
 
     def _connection_line(self) -> bytes:
         """Say what happens to the connection, unless the app already said it."""
-        if not self._keep_alive:
+        if not self.keep_alive:
             # Closing overrides whatever else the app said ("close" wins in a list).
             return b"" if self._close_requested else b"connection: close\r\n"
         if self._own_connection or self._http11:
@@ -351,19 +355,21 @@ class ResponseWriter:
         return b"connection: keep-alive\r\n"
 
     def _first_body(self, data: bytes, more_body: bool) -> Output:
-        head = self._head
-        self._head = b""
+        line, defaults, block = self._head
         length = self._length
         size = len(data)
         if self._no_body:
             # The app's headers (a HEAD answer's content-length included) go out as given.
             # A HEAD answer given its whole body at once gets the content-length that GET
             # would have had.
+            head = line + defaults + block
             if self._head_request and length is None and data and not more_body:
                 head += b"content-length: %d\r\n" % size
             self._mode = _EMPTY
             self.finished = not more_body
             return head + self._connection_line() + b"\r\n"
+        # Keep-alive on HTTP/1.1 needs no connection header: say so without a call.
+        conn = b"" if self.keep_alive and self._http11 else self._connection_line()
         if length is not None:
             # Check before anything is handed out, so a wrong length on the first body
             # message still lets the caller answer 500 instead of a broken response.
@@ -374,16 +380,16 @@ class ResponseWriter:
             self._mode = _LENGTH
             self._remaining = length - size
             self.finished = not more_body
-            head = b"".join((head, self._connection_line(), b"\r\n"))
+            framing = b"\r\n"
         elif not more_body:
             # The whole body is here: a content-length is cheaper than chunking.
             self._mode = _LENGTH
             self._remaining = 0
             self.finished = True
-            head = b"%b%bcontent-length: %d\r\n\r\n" % (head, self._connection_line(), size)
+            framing = b"content-length: %d\r\n\r\n" % size
         elif self._http11:
             self._mode = _CHUNKED
-            head += self._connection_line() + b"transfer-encoding: chunked\r\n\r\n"
+            head = b"".join((line, defaults, block, conn, b"transfer-encoding: chunked\r\n\r\n"))
             if not data:
                 return head
             self.bytes_sent = size
@@ -392,9 +398,10 @@ class ResponseWriter:
         else:
             # HTTP/1.0 without a length: the end of the body is the end of the connection.
             self._mode = _CLOSE
-            self._keep_alive = False
-            head += self._connection_line() + b"\r\n"
+            self.keep_alive = False
+            conn = self._connection_line()
+            framing = b"\r\n"
         self.bytes_sent = size
         if size >= JOIN_LIMIT:
-            return [head, data]
-        return head + data if size else head
+            return [b"".join((line, defaults, block, conn, framing)), data]
+        return b"".join((line, defaults, block, conn, framing, data))
