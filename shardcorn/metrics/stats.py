@@ -45,6 +45,7 @@ GAUGES = (CONNECTIONS_OPEN, REQUESTS_IN_FLIGHT, KEEPALIVE_IDLE, WEBSOCKETS_OPEN,
 # Where (method, status) is counted: _REQUEST_BASE[method] + status, one dict lookup a request.
 _REQUEST_BASE = {name: REQUESTS + i * CODE_COUNT - FIRST_CODE for i, name in enumerate(METHODS)}
 _OTHER_BASE = _REQUEST_BASE["OTHER"]
+_FIRST_BOUND = DURATION_BOUNDS[0]
 # One double (the histogram sum) follows the integers; round up to whole pages.
 _RAW_BYTES = INT_SLOTS * 8 + 8
 SLOT_BYTES = (_RAW_BYTES + 4095) // 4096 * 4096
@@ -109,7 +110,11 @@ class ShardStats:
         if FIRST_CODE <= status <= LAST_CODE:
             ints[_REQUEST_BASE.get(method, _OTHER_BASE) + status] += 1
         # bisect_left: a duration equal to a bound falls in that bound's bucket (le="...").
-        ints[DURATION_BUCKETS + bisect_left(DURATION_BOUNDS, duration)] += 1
+        # Most requests fall in the first bucket: they skip the search.
+        if duration <= _FIRST_BOUND:
+            ints[DURATION_BUCKETS] += 1
+        else:
+            ints[DURATION_BUCKETS + bisect_left(DURATION_BOUNDS, duration)] += 1
         self._sum[0] += duration
 
     def concurrency_rejected(self) -> None:

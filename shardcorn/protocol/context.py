@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 class Connection:
     """What the shard needs from a live connection to shut it down."""
 
+    __slots__ = ()  # so that a protocol's own __slots__ take effect
+
     def shutdown(self) -> None:  # close when idle, or after the current response
         raise NotImplementedError
 

@@ -25,8 +25,8 @@ import asyncio
 import contextvars
 import functools
 import sys
-import time
 from collections.abc import Coroutine, MutableMapping
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from shardcorn.logs import access_log, error_log, escape
@@ -57,6 +57,7 @@ class RequestCycle:
         "method",
         "more_body",
         "proto",
+        "received",
         "scope",
         "start_time",
         "started",
@@ -78,8 +79,11 @@ class RequestCycle:
         self.method: str = scope["method"]
         self.keep_alive = keep_alive
         self.expect_100 = expect_100
-        self.chunks: list[bytes] = []  # request body the app has not taken yet
+        # Request body the app has not taken yet: an empty tuple until some arrives (most
+        # requests have none, and need no list).
+        self.chunks: list[bytes] | tuple[()] = ()
         self.buffered = 0  # bytes in chunks
+        self.received = 0  # request body bytes read, taken by the app or not
         self.more_body = True  # the parser has not seen the end of the request body yet
         self.last_body_sent = False  # the app has been given more_body=False
         self.waiter: asyncio.Future[None] | None = None
@@ -92,13 +96,18 @@ class RequestCycle:
         self.accounted = False  # counted as finished in the stats
         self.deadline: asyncio.TimerHandle | None = None  # --timeout-response
         self.timed_out = False
-        self.start_time = time.perf_counter()
+        self.start_time = perf_counter()
 
     # -- events from the connection --------------------------------------------------------
     def feed_body(self, data: bytes) -> None:
+        self.received += len(data)
         if self.complete or self.disconnected:
             return  # the app has answered; the rest of the body is read and dropped
-        self.chunks.append(data)
+        chunks = self.chunks
+        if chunks:
+            chunks.append(data)
+        else:
+            self.chunks = [data]
         self.buffered += len(data)
         if self.waiter is not None:
             self._wake()
@@ -107,7 +116,8 @@ class RequestCycle:
 
     def end_body(self) -> None:
         self.more_body = False
-        self._wake()
+        if self.waiter is not None:
+            self._wake()
 
     def disconnect(self) -> None:
         self.disconnected = True
@@ -135,12 +145,11 @@ class RequestCycle:
             if chunks or (not self.more_body and not self.last_body_sent):
                 if len(chunks) == 1:
                     body = chunks[0]  # handed over as the parser gave it: no copy
-                    chunks.clear()
                 elif chunks:
                     body = b"".join(chunks)
-                    chunks.clear()
                 else:
                     body = b""
+                self.chunks = ()
                 self.buffered = 0
                 more_body = self.more_body
                 if not more_body:

@@ -34,6 +34,10 @@ MAX_PIPELINE = 16
 BODY_LOW_WATER = BODY_HIGH_WATER // 4
 # Loop timers count whole milliseconds: one may fire up to a millisecond before its time.
 TIMER_SLACK = 0.001
+# Bypass httptools for the rest of a Content-Length body this large (see _pass_body). Below
+# it, copying the body costs less than setting up the bypass and a fresh parser after it.
+PASS_BODY_MIN = 64 * 1024
+_PARSER = httptools.HttpRequestParser
 
 
 def _decode_path(raw_path: bytes) -> str:
@@ -49,7 +53,96 @@ def get_address(transport: asyncio.BaseTransport, name: str) -> tuple[str, int] 
     return None
 
 
+class _BodyPassThrough:
+    """Stands in for the httptools parser for the rest of a Content-Length body.
+
+    Reads go to ``on_body`` uncopied (a read that also holds the start of the next request
+    is split once); at the end of the body it calls ``on_message_complete``, puts a fresh
+    httptools parser back (the old one still expects the body) and feeds it what follows.
+    Errors surface as httptools' own exceptions, so data_received handles them as usual.
+    """
+
+    __slots__ = ("left", "proto")
+
+    def __init__(self, proto: HttpProtocol, left: int) -> None:
+        self.proto = proto
+        self.left = left  # body bytes still to come
+
+    def feed_data(self, data: bytes) -> None:
+        proto = self.proto
+        left = self.left
+        size = len(data)
+        try:
+            if size < left:
+                self.left = left - size
+                proto.on_body(data)
+                return
+            proto.on_body(data if size == left else data[:left])
+            parser = proto.parser = _PARSER(proto)
+            proto.on_message_complete()
+        except httptools.HttpParserError:
+            raise
+        except Exception as exc:  # what httptools does with a callback's exception
+            raise httptools.HttpParserCallbackError("callback failed") from exc
+        if size > left:
+            try:
+                parser.feed_data(data[left:])
+            except httptools.HttpParserUpgrade as upgrade:
+                # data_received takes the offset as one into the whole read.
+                offset = upgrade.args[0] if upgrade.args else size - left
+                raise httptools.HttpParserUpgrade(left + offset) from None
+
+
 class HttpProtocol(asyncio.Protocol, Connection):
+    # Slots: a connection has more attributes than CPython's shared instance dicts hold
+    # (30), so as plain attributes every ``self.x`` on the hot path was a dict lookup.
+    # ``__dict__`` stays, for attributes not listed here.
+    __slots__ = (
+        "__dict__",
+        "app",
+        "base_context",
+        "body_limit",
+        "body_size",
+        "client",
+        "closed",
+        "ctx",
+        "cycle",
+        "declared_length",
+        "drain_waiter",
+        "expect_100",
+        "forwarded",
+        "head_began",
+        "head_bytes",
+        "head_deadline",
+        "head_size",
+        "headers",
+        "host_headers",
+        "idle_since",
+        "idle_timer",
+        "in_head",
+        "launching",
+        "loop",
+        "parser",
+        "parsing",
+        "pending_error",
+        "pending_upgrade",
+        "pipeline",
+        "read_paused",
+        "requests_launched",
+        "requests_seen",
+        "response_timeout",
+        "scheme",
+        "scope_template",
+        "server",
+        "stats",
+        "transport",
+        "trusted_peer",
+        "upgrade_scope",
+        "url",
+        "websocket_upgrade",
+        "write_paused",
+    )
+
     def __init__(self, ctx: ShardContext) -> None:
         self.ctx = ctx
         self.loop = ctx.loop
@@ -174,6 +267,8 @@ class HttpProtocol(asyncio.Protocol, Connection):
         except httptools.HttpParserError as exc:
             self._parse_failed(exc)
             return
+        if self.parsing is not None and not self.in_head and self.parser.__class__ is _PARSER:
+            self._pass_body()  # inside a request body: maybe read the rest past httptools
         if self.in_head:
             # The head is incomplete: bound its size (httptools buffers a header line of any
             # length until it ends, and keeps no limit of its own) and its time (a client
@@ -395,6 +490,28 @@ class HttpProtocol(asyncio.Protocol, Connection):
                     self.pending_error = ProtocolError(413, "Content Too Large")
                     raise self.pending_error
             cycle.feed_body(body)
+
+    def _pass_body(self) -> None:
+        """Hand the rest of a large Content-Length body to on_body without httptools.
+
+        httptools copies every piece of body into a new bytes object; the reads uvloop hands
+        us are bytes already. Once the head is parsed and the body's length is known, a
+        stand-in parser (:class:`_BodyPassThrough`) gives whole reads to on_body as they
+        are, so a body that arrives over many reads reaches the app without a copy here.
+        """
+        cycle = self.parsing
+        assert cycle is not None
+        length = None
+        for name, value in self.headers:
+            if name == b"content-length":
+                length = int(value)  # llhttp has checked it: digits, and one value
+            elif name == b"transfer-encoding":
+                return  # chunked: httptools finds where the chunks end
+        if length is None:
+            return
+        left = length - cycle.received
+        if left >= PASS_BODY_MIN:
+            self.parser = _BodyPassThrough(self, left)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         cycle = self.parsing
