@@ -174,6 +174,20 @@ class Config:
     timeout_request_header: float = option(
         30.0, "Deadline from a request's first byte to the end of its head (408).", minimum=0.1
     )
+    # nginx's client_body_timeout and send_timeout, both 60 s: long enough for a slow mobile
+    # link, short enough that a stalled peer does not pin a connection and an app task forever.
+    timeout_request_body_idle: float | None = option(
+        60.0,
+        "Give up on a request body that makes no progress for this many seconds (408; the app "
+        "sees http.disconnect).",
+        minimum=0.1,
+    )
+    timeout_write: float | None = option(
+        60.0,
+        "Close a connection whose client reads none of a response for this many seconds while "
+        "the app waits to send more.",
+        minimum=0.1,
+    )
     timeout_response: float | None = option(
         None,
         "Answer 503 (or close) when the app has not finished after this many seconds.",

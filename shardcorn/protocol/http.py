@@ -26,7 +26,15 @@ from shardcorn.metrics.stats import ShardStats
 from shardcorn.protocol.context import Connection, ShardContext
 from shardcorn.protocol.cycle import BODY_HIGH_WATER, RequestCycle
 from shardcorn.protocol.errors import ProtocolError, error_response
+from shardcorn.protocol.http_validation import (
+    ChunkFraming,
+    check_content_length,
+    check_trailer,
+    host_is_valid,
+)
+from shardcorn.protocol.linger import Lingering, start_lingering
 from shardcorn.protocol.proxy import apply_proxy_headers, peer_is_trusted
+from shardcorn.protocol.write_progress import unsent_bytes
 
 # How many parsed requests may wait behind the one being answered before we stop reading.
 MAX_PIPELINE = 16
@@ -38,6 +46,10 @@ TIMER_SLACK = 0.001
 # it, copying the body costs less than setting up the bypass and a fresh parser after it.
 PASS_BODY_MIN = 64 * 1024
 _PARSER = httptools.HttpRequestParser
+
+
+def _too_much_framing() -> ProtocolError:
+    return ProtocolError(400, "too much chunk framing (extensions or trailers)")
 
 
 def _decode_path(raw_path: bytes) -> str:
@@ -102,7 +114,12 @@ class HttpProtocol(asyncio.Protocol, Connection):
         "app",
         "base_context",
         "body_limit",
+        "body_read_at",
         "body_size",
+        "body_timer",
+        "chained",
+        "chunked",
+        "chunks",
         "client",
         "closed",
         "ctx",
@@ -111,17 +128,22 @@ class HttpProtocol(asyncio.Protocol, Connection):
         "drain_waiter",
         "expect_100",
         "forwarded",
+        "framing",
         "head_began",
         "head_bytes",
         "head_deadline",
+        "head_first",
         "head_size",
+        "head_tail",
         "headers",
         "host_headers",
         "idle_since",
         "idle_timer",
         "in_head",
         "launching",
+        "lingering",
         "loop",
+        "new_framings",
         "parser",
         "parsing",
         "pending_error",
@@ -135,12 +157,15 @@ class HttpProtocol(asyncio.Protocol, Connection):
         "scope_template",
         "server",
         "stats",
+        "trailers",
         "transport",
         "trusted_peer",
         "upgrade_scope",
         "url",
         "websocket_upgrade",
+        "write_backlog",
         "write_paused",
+        "write_timer",
     )
 
     def __init__(self, ctx: ShardContext) -> None:
@@ -164,6 +189,8 @@ class HttpProtocol(asyncio.Protocol, Connection):
         self.head_size = 0  # header bytes parsed (name + value + ": " + CRLF)
         self.head_bytes = 0  # bytes received while the head was incomplete
         self.head_began = False  # a head began in the data being parsed now
+        self.head_first = False  # ... and it is the first message boundary in that data
+        self.head_tail = b""  # the last bytes of the previous read, while a head is incomplete
         # --limit-request-body: the declared content-length and the body bytes counted so far
         # (counted only when a limit is set).
         self.body_limit = ctx.config.limit_request_body
@@ -192,6 +219,22 @@ class HttpProtocol(asyncio.Protocol, Connection):
         self.idle_since: float | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
         self.head_deadline: asyncio.TimerHandle | None = None
+        # Hardening (see protocol/http_validation.py): Transfer-Encoding seen in this head,
+        # chunk headers seen on this connection, the framing budget of a chunked body in
+        # progress, and trailer fields of this request.
+        self.chunked = False
+        self.chunks = 0
+        self.framing: ChunkFraming | None = None
+        self.new_framings: list[ChunkFraming] | None = None  # whose heads ended in this read
+        self.chained = 0  # the number of the chunked body whose end a read's pre-scan found
+        self.trailers = 0
+        # --timeout-request-body-idle: when request body bytes last arrived, and its timer.
+        self.body_read_at = 0.0
+        self.body_timer: asyncio.TimerHandle | None = None
+        # --timeout-write: the transport's buffer when the timer was armed, and the timer.
+        self.write_backlog = 0
+        self.write_timer: asyncio.TimerHandle | None = None
+        self.lingering: Lingering | None = None  # after an error response (protocol/linger.py)
         self.closed = False
         self.launching = False  # _start_next is running cycles (re-entry just returns)
 
@@ -245,6 +288,7 @@ class HttpProtocol(asyncio.Protocol, Connection):
         if self.head_deadline is not None:
             self.head_deadline.cancel()
             self.head_deadline = None
+        self._cancel_hardening_timers()
         for cycle in (self.cycle, self.parsing, *self.pipeline):
             if cycle is not None and not cycle.disconnected:
                 cycle.disconnect()
@@ -258,6 +302,13 @@ class HttpProtocol(asyncio.Protocol, Connection):
     def data_received(self, data: bytes) -> None:
         if self.idle_since is not None:
             self._cancel_keepalive()
+        scanned = -1
+        if self.framing is not None:
+            # A chunked body is in progress: follow its framing before parsing (the budget
+            # on chunk extensions, http_validation.ChunkFraming).
+            scanned = self._follow_chunks(data)
+            if scanned == -2:
+                return
         self.head_began = False
         try:
             self.parser.feed_data(data)
@@ -266,6 +317,8 @@ class HttpProtocol(asyncio.Protocol, Connection):
             return
         except httptools.HttpParserError as exc:
             self._parse_failed(exc)
+            return
+        if self.new_framings is not None and self._place_framings(data, scanned):
             return
         if self.parsing is not None and not self.in_head and self.parser.__class__ is _PARSER:
             self._pass_body()  # inside a request body: maybe read the rest past httptools
@@ -281,10 +334,15 @@ class HttpProtocol(asyncio.Protocol, Connection):
                 if self.head_bytes > config.limit_request_headers + config.limit_request_line:
                     self._protocol_error(ProtocolError(431, "Request Header Fields Too Large"))
                     return
+            # The head's last bytes so far, however small the reads: its final CRLF CRLF may
+            # straddle reads, and ChunkFraming looks for it.
+            self.head_tail = (data if self.head_began else self.head_tail + data)[-3:]
             if self.head_deadline is None:
                 self.head_deadline = self.loop.call_later(
                     self.ctx.config.timeout_request_header, self._head_timed_out
                 )
+        elif self.parsing is not None and self._body_progress(data):
+            return
         self._start_next()
 
     def _parse_failed(self, exc: Exception) -> None:
@@ -292,7 +350,9 @@ class HttpProtocol(asyncio.Protocol, Connection):
         if error is None:
             message = str(exc)
             status = 400
-            if "version" in message.lower():
+            if message.startswith("Invalid HTTP version"):
+                # A well-formed version we do not speak (HTTP/1.2, 3.0). A malformed one
+                # ("HTTP/1.10", "HTTP/1.x", a space after it) is a plain 400.
                 status = 505
             elif "transfer-encoding" in message.lower() and "invalid" in message.lower():
                 status = 400
@@ -341,7 +401,7 @@ class HttpProtocol(asyncio.Protocol, Connection):
         self.stats.bad_request(error.status)
         detail = None if error.status != 400 else "Bad Request"
         transport.write(error_response(error.status, self.ctx.default_headers, detail))
-        self._close()
+        self._linger()
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -351,12 +411,16 @@ class HttpProtocol(asyncio.Protocol, Connection):
         self.body_size = 0
         self.head_size = 0
         self.head_bytes = 0
+        # First boundary in this read: nothing of an earlier request precedes this head in it
+        # (on_message_complete sets head_began too). ChunkFraming finds the head with it.
+        self.head_first = not self.head_began
         self.head_began = True
         self.in_head = True
         self.host_headers = 0
         self.expect_100 = False
         self.forwarded = False
         self.websocket_upgrade = False
+        self.chunked = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -369,6 +433,9 @@ class HttpProtocol(asyncio.Protocol, Connection):
         if value and value[-1] in (0x20, 0x09):
             # RFC 9110 5.5: trailing whitespace is not part of the value (llhttp keeps it).
             value = value.rstrip(b" \t")
+        if not self.in_head:
+            self._on_trailer(name, value)
+            return
         headers = self.headers
         headers.append((name, value))
         self.head_size += len(name) + len(value) + 4
@@ -381,6 +448,10 @@ class HttpProtocol(asyncio.Protocol, Connection):
             raise self.pending_error
         if name == b"host":
             self.host_headers += 1
+            if value and not host_is_valid(value):
+                # RFC 9112 3.2: a Host with an invalid field value is a 400.
+                self.pending_error = ProtocolError(400, "invalid Host header")
+                raise self.pending_error
         elif name == b"expect":
             if value.lower() == b"100-continue":
                 self.expect_100 = True
@@ -390,13 +461,21 @@ class HttpProtocol(asyncio.Protocol, Connection):
             if any(c != b"chunked" for c in codings if c):
                 self.pending_error = ProtocolError(501, "Unsupported Transfer-Encoding")
                 raise self.pending_error
+            self.chunked = True
         elif name == b"upgrade":
             if value.lower() == b"websocket":
                 self.websocket_upgrade = True
         elif name[:12] == b"x-forwarded-":
             self.forwarded = True
-        elif name == b"content-length" and self.body_limit is not None and value.isdigit():
-            self.declared_length = int(value)
+        elif name == b"content-length" and value.isdigit():
+            if len(value) > 18:  # 19 digits can exceed an int64 (llhttp allows up to 2**64)
+                try:
+                    check_content_length(value)
+                except ProtocolError as exc:
+                    self.pending_error = exc
+                    raise
+            if self.body_limit is not None:
+                self.declared_length = int(value)
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -409,9 +488,14 @@ class HttpProtocol(asyncio.Protocol, Connection):
         if http_version not in ("1.1", "1.0"):
             self.pending_error = ProtocolError(505, "HTTP Version Not Supported")
             raise self.pending_error
-        if http_version == "1.1" and self.host_headers != 1:
-            # RFC 9112 3.2: a 1.1 request without exactly one Host is a 400.
+        if self.host_headers != 1 and (http_version == "1.1" or self.host_headers > 1):
+            # RFC 9112 3.2: a 400 for a 1.1 request without Host, and for any request with
+            # more than one.
             self.pending_error = ProtocolError(400, "missing or duplicate Host header")
+            raise self.pending_error
+        if self.chunked and http_version == "1.0":
+            # RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding is faulty framing.
+            self.pending_error = ProtocolError(400, "Transfer-Encoding in HTTP/1.0")
             raise self.pending_error
         limit = self.body_limit
         if limit is not None and self.declared_length is not None and self.declared_length > limit:
@@ -473,6 +557,8 @@ class HttpProtocol(asyncio.Protocol, Connection):
             self.pending_error = ProtocolError(503, "Service Unavailable")
             raise self.pending_error
         self.parsing = cycle
+        if self.chunked:
+            self._track_chunks(cycle)
         if self.cycle is None:
             self.cycle = cycle
         else:
@@ -483,13 +569,15 @@ class HttpProtocol(asyncio.Protocol, Connection):
     def on_body(self, body: bytes) -> None:
         cycle = self.parsing
         if cycle is not None:
+            self.body_size += len(body)
             limit = self.body_limit
-            if limit is not None:
-                self.body_size += len(body)
-                if self.body_size > limit:  # a chunked body grown past the limit
-                    self.pending_error = ProtocolError(413, "Content Too Large")
-                    raise self.pending_error
+            if limit is not None and self.body_size > limit:  # a chunked body grown past it
+                self.pending_error = ProtocolError(413, "Content Too Large")
+                raise self.pending_error
             cycle.feed_body(body)
+
+    def on_chunk_header(self) -> None:
+        self.chunks += 1
 
     def _pass_body(self) -> None:
         """Hand the rest of a large Content-Length body to on_body without httptools.
@@ -514,6 +602,8 @@ class HttpProtocol(asyncio.Protocol, Connection):
             self.parser = _BodyPassThrough(self, left)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
+        self.framing = None
+        self.head_began = True  # a message boundary in this read (see on_message_begin)
         cycle = self.parsing
         if cycle is not None:
             self.parsing = None
@@ -676,9 +766,17 @@ class HttpProtocol(asyncio.Protocol, Connection):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        timeout = self.ctx.config.timeout_write
+        transport = self.transport
+        if timeout is not None and self.write_timer is None and transport is not None:
+            self.write_backlog = unsent_bytes(transport)
+            self.write_timer = self.loop.call_later(timeout, self._write_stalled)
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.write_timer is not None:
+            self.write_timer.cancel()
+            self.write_timer = None
         waiter = self.drain_waiter
         if waiter is not None:
             self.drain_waiter = None
@@ -704,6 +802,8 @@ class HttpProtocol(asyncio.Protocol, Connection):
                 return
             self.read_paused = False
             self.transport.resume_reading()
+            if self.body_timer is not None:
+                self.body_read_at = self.loop.time()
 
     def body_consumed(self) -> None:
         """The app took buffered body: read more if we had stopped."""
@@ -778,6 +878,179 @@ class HttpProtocol(asyncio.Protocol, Connection):
         self.head_deadline = None
         if self.in_head and not self.closed:
             self._protocol_error(ProtocolError(408, "Request Timeout"))
+
+    # -- hardening: bodies, trailers, stalled writes, lingering ----------------------------
+    def _body_progress(self, data: bytes) -> bool:
+        """A read ended inside a request body (``data``: the whole read). True if refused."""
+        self.body_read_at = self.loop.time()
+        if self.body_timer is None:
+            timeout = self.ctx.config.timeout_request_body_idle
+            if timeout is not None:
+                self.body_timer = self.loop.call_later(timeout, self._body_idle_check)
+        framing = self.framing
+        if (
+            framing is not None
+            and framing.counting
+            and framing.count(data, self.body_size, self.chunks)
+        ):
+            self._protocol_error(_too_much_framing())
+            return True
+        return False
+
+    def _track_chunks(self, cycle: RequestCycle) -> None:
+        """A chunked request's head is complete: measure its framing from here on."""
+        if not self.head_began:
+            head_tail: bytes | None = self.head_tail  # the head began in an earlier read
+        else:
+            head_tail = b"" if self.head_first else None  # None: where it began is unknown
+        framing = self.framing = ChunkFraming(cycle, self.requests_seen, head_tail)
+        if self.new_framings is None:
+            self.new_framings = [framing]
+        else:
+            self.new_framings.append(framing)
+        self.trailers = 0
+
+    def _follow_chunks(self, data: bytes) -> int:
+        """Before a read is parsed: follow the chunked body in progress through it.
+
+        Returns -2 if the body was refused, the offset just past its end if it ends in this
+        read (its number is then in ``chained``), else -1.
+        """
+        framing = self.framing
+        assert framing is not None
+        if framing.counting:
+            return -1  # measured after parsing instead (_body_progress)
+        end = framing.scan(data)
+        if end == -2:
+            self._protocol_error(_too_much_framing())
+            return -2
+        if end >= 0:
+            self.framing = None
+            self.chained = framing.number
+        elif framing.counting:
+            framing.mark(self.body_size, self.chunks)  # lost: count from the next read
+        return end
+
+    def _place_framings(self, data: bytes, scanned: int) -> bool:
+        """After a read is parsed: measure the bodies whose heads ended in it (a later one
+        starts where the one before it ended). True if a request was refused."""
+        framings = self.new_framings
+        assert framings is not None
+        self.new_framings = None
+        previous_end, previous = scanned, self.chained
+        for framing in framings:
+            consecutive = previous_end >= 0 and framing.number == previous + 1
+            start = framing.start(data, previous_end if consecutive else -1)
+            previous_end = -1
+            end = -1 if start < 0 else framing.scan(data, start)
+            if end == -2:
+                self._refuse_parsed(framing.cycle)
+                return True
+            if end >= 0:
+                previous_end, previous = end, framing.number
+                if self.framing is framing:
+                    self.framing = None
+            elif framing.counting and self.framing is framing:
+                framing.mark(self.body_size, self.chunks)
+        return False
+
+    def _refuse_parsed(self, cycle: object) -> None:
+        """Refuse a request found bad after its read was parsed: it and every request parsed
+        after it are dropped (none of them has reached the app: apps start after parsing)."""
+        if cycle is self.parsing:
+            self._protocol_error(_too_much_framing())
+            return
+        if self.cycle is cycle:
+            self.cycle = None
+            self.pipeline.clear()
+        elif cycle in self.pipeline:
+            while self.pipeline.pop() is not cycle:
+                pass
+        self.parsing = None
+        self.in_head = False
+        self.framing = None
+        self.pending_error = _too_much_framing()
+        self.pause_reading()
+        self._start_next()
+
+    def _body_idle_check(self) -> None:
+        """--timeout-request-body-idle: no body bytes for that long while we wanted them."""
+        self.body_timer = None
+        cycle = self.parsing
+        timeout = self.ctx.config.timeout_request_body_idle
+        if cycle is None or self.closed or timeout is None:
+            return
+        now = self.loop.time()
+        if self.read_paused or cycle.expect_100:
+            # We stopped reading (the app has not taken the body), or the client waits for
+            # the 100 (Continue) the app has not asked for: neither is the client's delay.
+            self.body_read_at = now
+        idle = now - self.body_read_at
+        if idle < timeout:
+            self.body_timer = self.loop.call_later(timeout - idle, self._body_idle_check)
+            return
+        error_log.debug("%s - request body idle for %gs: giving up", self._peer(), idle)
+        if cycle.complete:
+            self._close()  # already answered: the connection just cannot be reused
+        else:
+            # The app, if reading, gets http.disconnect; the client a 408 if nothing was sent.
+            self._protocol_error(ProtocolError(408, "Request Timeout"))
+
+    def _on_trailer(self, name: bytes, value: bytes) -> None:
+        """A trailer field: checked and counted, never added to the scope (ASGI has no
+        request trailers, and the app already has the headers)."""
+        try:
+            check_trailer(name)
+        except ProtocolError as exc:
+            self.pending_error = exc
+            raise
+        self.trailers += 1
+        self.head_size += len(name) + len(value) + 4
+        config = self.ctx.config
+        if (
+            self.trailers > config.limit_request_fields
+            or self.head_size > config.limit_request_headers
+        ):
+            self.pending_error = ProtocolError(431, "Request Header Fields Too Large")
+            raise self.pending_error
+
+    def _write_stalled(self) -> None:
+        """--timeout-write: the client has read nothing of what we wrote for that long."""
+        self.write_timer = None
+        transport = self.transport
+        timeout = self.ctx.config.timeout_write
+        if not self.write_paused or self.closed or transport is None or timeout is None:
+            return
+        backlog = unsent_bytes(transport)
+        if backlog < self.write_backlog:
+            # Some progress: a slow reader is still a reader.
+            self.write_backlog = backlog
+            self.write_timer = self.loop.call_later(timeout, self._write_stalled)
+            return
+        error_log.debug("%s - client read nothing for %gs: closing", self._peer(), timeout)
+        self.abort()  # send() returns; the app's receive() says http.disconnect
+
+    def _linger(self) -> None:
+        """Close after an error response, reading and dropping what the client still sends
+        for a short while so that it sees the response, not a reset (protocol/linger.py)."""
+        transport = self.transport
+        lingering = None if transport is None else start_lingering(transport, self.loop)
+        if lingering is None:
+            self._close()
+            return
+        self._cancel_keepalive()
+        self._cancel_hardening_timers()
+        # Nothing more is parsed, answered or written: the stand-in parser only counts.
+        self.framing = self.new_framings = None
+        self.closed = True
+        self.parser = lingering  # type: ignore[assignment]  # only feed_data() is called now
+        self.lingering = lingering
+
+    def _cancel_hardening_timers(self) -> None:
+        for timer in (self.body_timer, self.write_timer, self.lingering):
+            if timer is not None:
+                timer.cancel()
+        self.body_timer = self.write_timer = None
 
     # -- upgrade ---------------------------------------------------------------------------
     def _upgrade(self, data: bytes, upgrade: httptools.HttpParserUpgrade) -> None:
