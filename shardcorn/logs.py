@@ -11,6 +11,7 @@ import logging
 import logging.config
 import os
 import sys
+import traceback
 from typing import Any
 
 TRACE = 5
@@ -45,6 +46,68 @@ def escape(text: str) -> str:
 
 def escape_bytes(data: bytes) -> str:
     return escape(data.decode("latin-1"))
+
+
+# Every record of both loggers has its control characters escaped, whatever built it: an
+# exception message from the app, a WebSocket close reason, an address from X-Forwarded-For.
+# Only control characters (and the line and paragraph separators some viewers break lines on)
+# change, so text escape() already made safe passes through as it is. A traceback keeps its
+# line breaks; a line break inside a message or an argument does not.
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+_CONTROLS[0x2028] = "\\u2028"
+_CONTROLS[0x2029] = "\\u2029"
+_FRAME_CONTROLS = {c: text for c, text in _CONTROLS.items() if c != 0x0A}
+
+
+def _clean(value: object) -> object:
+    if isinstance(value, BaseException):
+        value = str(value)
+    if isinstance(value, str) and not value.isprintable():
+        return value.translate(_CONTROLS)
+    return value
+
+
+class ControlCharacterFilter(logging.Filter):
+    """Escapes control characters in a record's message, arguments and traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # isprintable() is a quick C scan: the common, clean record is not rebuilt.
+        msg = record.msg
+        if isinstance(msg, str) and not msg.isprintable():
+            record.msg = msg.translate(_CONTROLS)
+        args = record.args
+        if isinstance(args, tuple) and args:
+            for arg in args:
+                if isinstance(arg, BaseException) or (
+                    isinstance(arg, str) and not arg.isprintable()
+                ):
+                    record.args = tuple(_clean(a) for a in args)
+                    break
+        exc_info = record.exc_info
+        if exc_info and exc_info[1] is not None and not record.exc_text:
+            record.exc_text = _format_exception(exc_info[1])
+        return True
+
+
+def _format_exception(exc: BaseException) -> str:
+    """A traceback as logging prints it, with the exception's own text on one line each.
+
+    Frames (``  File ...`` and their source lines) come from our files and keep their line
+    breaks; everything else is the exception's message, which may carry a client's bytes.
+    """
+    parts = []
+    for chunk in traceback.TracebackException.from_exception(exc).format():
+        if chunk.startswith("  File "):
+            parts.append(chunk.translate(_FRAME_CONTROLS))
+            continue
+        core = chunk.strip("\n")
+        start = chunk.index(core) if core else len(chunk)
+        parts.append(chunk[:start] + core.translate(_CONTROLS) + chunk[start + len(core) :])
+    return "".join(parts).rstrip("\n")
+
+
+for _logger in (error_log, access_log):
+    _logger.addFilter(ControlCharacterFilter())
 
 
 _COLOURS = {
