@@ -31,6 +31,7 @@ from shardcorn.protocol.context import ShardContext
 from shardcorn.protocol.cycle import request_tasks
 from shardcorn.protocol.http import HttpProtocol
 from shardcorn.protocol.lifespan import Lifespan, LifespanFailed
+from shardcorn.shards.accept import DescriptorWatch
 from shardcorn.shards.tls import create_ssl_context
 
 EXIT_OK = 0
@@ -78,6 +79,7 @@ class Shard:
         self._force = False
         self._handoff = False
         self.servers: list[asyncio.Server] = []
+        self.descriptors: DescriptorWatch | None = None
 
     def stop(self, force: bool = False, handoff: bool = False) -> None:
         """Ask the shard to stop (from its own loop thread). ``force`` skips the grace period;
@@ -141,6 +143,12 @@ class Shard:
                 ssl=ctx.ssl_context,
             )
             self.servers.append(server)
+        if self.sockets:
+            # EMFILE on accept: logged once per interval, never a busy loop (shards/accept.py).
+            self.descriptors = DescriptorWatch(
+                loop, self.sockets[0].fileno(), lambda: len(ctx.connections), self.index
+            )
+            self.descriptors.start()
         self.stats.shard_started()
         ctx.start_clock()
         if on_ready is not None:
@@ -198,6 +206,8 @@ class Shard:
                 if unwinding:
                     await asyncio.wait(unwinding, timeout=CANCEL_GRACE)
         ctx.stop_clock()
+        if self.descriptors is not None:
+            self.descriptors.stop()
         if not self._force:
             await lifespan.shutdown()
         self.stats.shard_stopped()
