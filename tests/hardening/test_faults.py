@@ -81,10 +81,12 @@ def test_clients_of_a_dead_shard_end_promptly_and_the_others_are_served(fault: s
         failed = [(end, what) for end, what in results if not isinstance(what, int)]
         served = [what for _, what in results if isinstance(what, int)]
         # The victim's clients get a reset or a close: at once for SIGKILL, once the health
-        # check has replaced a stopped shard for SIGSTOP; never their 30-second timeout.
-        assert len(failed) == hit, results
+        # check has replaced a stopped shard for SIGSTOP; never their 30-second timeout. (On a
+        # very slow machine one of them may have finished before the signal: at most ``hit``.)
+        assert 1 <= len(failed) <= hit, results
         assert all(end - struck < 15 for end, _ in failed), results
-        assert set(served) <= survivors and len(served) == 12 - hit
+        assert len(served) == 12 - len(failed)
+        assert sum(pid in survivors for pid in served) == 12 - hit
         reason = "crash" if fault == "SIGKILL" else "healthcheck"
         wait_log(server, rf"Shard \d replaced \({reason}\)", timeout=30)
         assert {get(server.port, "/pid").status for _ in range(20)} == {200}
