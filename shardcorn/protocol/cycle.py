@@ -22,10 +22,9 @@ without being copied here.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import sys
-from collections.abc import Coroutine, MutableMapping
+from collections.abc import MutableMapping
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +38,8 @@ if TYPE_CHECKING:
 BODY_HIGH_WATER = 64 * 1024
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Every request task has this name (see the module docstring for why it is not left unset).
+TASK_NAME = "shardcorn-request"
 _DISCONNECT = {"type": "http.disconnect"}
 
 
@@ -191,10 +192,12 @@ class RequestCycle:
             out = writer.frame(message.get("body", b""), message.get("more_body", False))
             if log:
                 self.log_access(writer.status)  # logged when the head really goes out
-            if isinstance(out, list):
-                proto.writelines(out)  # a large body beside its framing, not copied into it
-            elif out:
-                proto.write(out)
+            transport = proto.transport
+            if transport is not None and not proto.closed:  # (proto.write, inlined)
+                if isinstance(out, list):
+                    transport.writelines(out)  # a large body beside its framing, not copied
+                elif out:
+                    transport.write(out)
             if writer.finished:
                 self.complete = True
                 if self.waiter is not None:
@@ -280,10 +283,43 @@ class RequestCycle:
             error_log.error("ASGI callable returned without completing the response")
             proto.app_failed(self)
 
-    def start(self) -> None:
-        """Start the app in its own task (eagerly where Python can)."""
-        proto = self.proto
-        self.task = _start_task(proto.loop, self.run(), proto.base_context.copy())
+    # Starting the app: one method per Python version, so that the hot path makes no
+    # extra call to choose.
+    if sys.version_info >= (3, 12):
+
+        def start(self) -> None:
+            """Start the app in its own task, eagerly: its first step runs now."""
+            proto = self.proto
+            self.task = asyncio.Task(
+                self.run(),
+                loop=proto.loop,
+                context=proto.base_context.copy(),
+                eager_start=True,
+                name=TASK_NAME,
+            )
+
+    elif sys.version_info >= (3, 11):
+
+        def start(self) -> None:
+            """Start the app in its own task."""
+            proto = self.proto
+            loop = proto.loop
+            if loop.get_task_factory() is not None:
+                # A task factory the app installed decides what a task is: honour it.
+                self.task = proto.base_context.copy().run(loop.create_task, self.run())
+                return
+            # The constructor, not loop.create_task: the same task, two calls and a name fewer.
+            self.task = asyncio.Task(
+                self.run(), loop=loop, context=proto.base_context.copy(), name=TASK_NAME
+            )
+
+    else:
+
+        def start(self) -> None:
+            """Start the app in its own task."""
+            proto = self.proto
+            # Task(context=...) is 3.11+; a task copies the context it is created in.
+            self.task = proto.base_context.copy().run(proto.loop.create_task, self.run())
 
 
 def request_tasks() -> list[asyncio.Task[Any]]:
@@ -299,39 +335,3 @@ def request_tasks() -> list[asyncio.Task[Any]]:
 def _release(waiter: asyncio.Future[None], _: object) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-# Every request task has this name (see the module docstring for why it is not left unset).
-TASK_NAME = "shardcorn-request"
-
-if sys.version_info >= (3, 12):
-
-    def _start_task(
-        loop: asyncio.AbstractEventLoop,
-        coro: Coroutine[Any, Any, None],
-        context: contextvars.Context,
-    ) -> asyncio.Task[None]:
-        return asyncio.Task(coro, loop=loop, context=context, eager_start=True, name=TASK_NAME)
-
-elif sys.version_info >= (3, 11):
-
-    def _start_task(
-        loop: asyncio.AbstractEventLoop,
-        coro: Coroutine[Any, Any, None],
-        context: contextvars.Context,
-    ) -> asyncio.Task[None]:
-        if loop.get_task_factory() is not None:
-            # A task factory the app installed decides what a task is: honour it.
-            return context.run(loop.create_task, coro)
-        # The constructor, not loop.create_task: the same task, two calls and a name fewer.
-        return asyncio.Task(coro, loop=loop, context=context, name=TASK_NAME)
-
-else:
-
-    def _start_task(
-        loop: asyncio.AbstractEventLoop,
-        coro: Coroutine[Any, Any, None],
-        context: contextvars.Context,
-    ) -> asyncio.Task[None]:
-        # Task(context=...) is 3.11+; a task copies the context it is created in.
-        return context.run(loop.create_task, coro)

@@ -140,6 +140,7 @@ class HttpProtocol(asyncio.Protocol, Connection):
         "idle_since",
         "idle_timer",
         "in_head",
+        "known_host",
         "launching",
         "lingering",
         "loop",
@@ -199,6 +200,9 @@ class HttpProtocol(asyncio.Protocol, Connection):
         self.response_timeout = ctx.config.timeout_response
         self.in_head = False
         self.host_headers = 0
+        # The last Host value found valid on this connection: a client sends the same one
+        # in every request, and comparing it costs less than checking it again.
+        self.known_host = b""
         self.expect_100 = False
         self.forwarded = False
         self.websocket_upgrade = False
@@ -448,10 +452,12 @@ class HttpProtocol(asyncio.Protocol, Connection):
             raise self.pending_error
         if name == b"host":
             self.host_headers += 1
-            if value and not host_is_valid(value):
-                # RFC 9112 3.2: a Host with an invalid field value is a 400.
-                self.pending_error = ProtocolError(400, "invalid Host header")
-                raise self.pending_error
+            if value and value != self.known_host:
+                if not host_is_valid(value):
+                    # RFC 9112 3.2: a Host with an invalid field value is a 400.
+                    self.pending_error = ProtocolError(400, "invalid Host header")
+                    raise self.pending_error
+                self.known_host = value
         elif name == b"expect":
             if value.lower() == b"100-continue":
                 self.expect_100 = True
