@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from shardcorn.config import Config, ConfigError  # noqa: E402
+from shardcorn.config import Config, ConfigError
 
 
 def run(app: Any, **settings: Any) -> None:

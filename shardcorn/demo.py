@@ -17,7 +17,9 @@ from shardcorn.loading import Receive, Scope, Send
 TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 
 
-async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -88,8 +90,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             "path": path,
             "pid": os.getpid(),
         }
-        await _respond(send, 200, json.dumps(payload).encode(),
-                       [(b"content-type", b"application/json")])
+        await _respond(
+            send, 200, json.dumps(payload).encode(), [(b"content-type", b"application/json")]
+        )
     elif path == "/sleep":
         query = parse_qs(scope["query_string"].decode("latin-1"))
         try:

@@ -95,7 +95,7 @@ def load_app(config: Config) -> ASGIApp:
     if interface == "asgi2":
         return ASGI2Adapter(app)
     if interface == "wsgi":
-        from shardcorn.protocol.wsgi import WSGIAdapter  # noqa: PLC0415 - only for WSGI apps
+        from shardcorn.protocol.wsgi import WSGIAdapter
 
         return WSGIAdapter(app, threads=config.wsgi_threads)
     return app  # type: ignore[no-any-return]

@@ -185,7 +185,7 @@ def _read_dict_config(path: str) -> Any:
         if path.endswith(".json"):
             return json.load(fh)
         try:
-            import yaml  # noqa: PLC0415 - an optional dependency, needed for .yaml only
+            import yaml
         except ImportError:
             raise ValueError("YAML needs PyYAML: pip install 'shardcorn[standard]'") from None
         return yaml.safe_load(fh)

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,19 +101,21 @@ def serve_in_thread(app: Any, timeout: float = 10.0, **settings: Any) -> Iterato
         if "code" in holder:
             raise RuntimeError(f"the test server exited at start with code {holder['code']}")
         name = sockets[0].getsockname()
-        server = ThreadServer(config, holder["shard"], holder["loop"],
-                              port=name[1] if isinstance(name, tuple) else 0,
-                              host=name[0] if isinstance(name, tuple) else str(name),
-                              stats=stats)
+        server = ThreadServer(
+            config,
+            holder["shard"],
+            holder["loop"],
+            port=name[1] if isinstance(name, tuple) else 0,
+            host=name[0] if isinstance(name, tuple) else str(name),
+            stats=stats,
+        )
         yield server
     finally:
         loop = holder.get("loop")
         shard = holder.get("shard")
         if loop is not None and shard is not None and not loop.is_closed():
-            try:
+            with suppress(RuntimeError):  # the loop already closed
                 loop.call_soon_threadsafe(shard.stop)
-            except RuntimeError:
-                pass  # the loop already closed
         thread.join(timeout + config.timeout_graceful_shutdown)
         for sock in sockets:
             sock.close()
@@ -237,8 +239,9 @@ def serve_process(
         stop_process(proc, stop_signal)
 
 
-def stop_process(proc: subprocess.Popen[bytes], signum: int = signal.SIGTERM,
-                 timeout: float = 15.0) -> None:
+def stop_process(
+    proc: subprocess.Popen[bytes], signum: int = signal.SIGTERM, timeout: float = 15.0
+) -> None:
     """Stop a server process (and its process group): ``signum``, then SIGKILL."""
     if proc.poll() is None:
         try:
@@ -247,10 +250,8 @@ def stop_process(proc: subprocess.Popen[bytes], signum: int = signal.SIGTERM,
         except subprocess.TimeoutExpired:
             pass
     if proc.poll() is None or _group_alive(proc.pid):
-        try:
+        with suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         proc.wait(5)
     if proc.stderr is not None:
         proc.stderr.close()

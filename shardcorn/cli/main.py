@@ -80,7 +80,7 @@ def _collect(app: str | None, options: dict[str, Any]) -> dict[str, Any]:
 def _main(app: str | None, config_file: str | None, **options: Any) -> None:
     settings: dict[str, Any] = {}
     if config_file is not None:
-        from shardcorn.cli.config_file import load_config_file  # noqa: PLC0415 - --config only
+        from shardcorn.cli.config_file import load_config_file
 
         try:
             settings.update(load_config_file(config_file))
@@ -98,7 +98,7 @@ def _main(app: str | None, config_file: str | None, **options: Any) -> None:
         sys.exit(2)
     # Imported here so that --help, --version and bad options answer without loading the
     # server (uvloop, httptools, the protocols).
-    from shardcorn.shards.launcher import run  # noqa: PLC0415
+    from shardcorn.shards.launcher import run
 
     sys.exit(run(config))
 

@@ -1,8 +1,8 @@
 """uvicorn options and values shardcorn does not take, each with the reason and what to use.
 
 A command line copied from uvicorn either works or stops with one line that says why
-(exit 2), instead of click's bare "no such option". the README's "Coming from uvicorn" table has the full
-table; every other uvicorn option has a shardcorn equivalent under the same name.
+(exit 2), instead of click's bare "no such option". The README's "Coming from uvicorn"
+table has them all; every other uvicorn option has a shardcorn equivalent under the same name.
 """
 
 from __future__ import annotations

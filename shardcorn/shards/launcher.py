@@ -151,7 +151,7 @@ def run_single(
 
 def _single_stats(config: Config) -> ShardStats:
     """The one shard's stats: slot 0 of a one-slot store, in this process's memory."""
-    from shardcorn.metrics.store import StatsStore  # noqa: PLC0415  # beside its one use
+    from shardcorn.metrics.store import StatsStore  # beside its one use
 
     return StatsStore(1).writer(0)
 
@@ -161,8 +161,8 @@ def _start_exporter(config: Config, shard: Shard) -> Exporter | None:
     if config.metrics_port is None:
         return None
     # Imported only when asked for: prometheus-client stays out of a server without it.
-    from shardcorn.metrics.exporter import start_exporter  # noqa: PLC0415
-    from shardcorn.metrics.store import ShardTable, StatsStore  # noqa: PLC0415
+    from shardcorn.metrics.exporter import start_exporter
+    from shardcorn.metrics.store import ShardTable, StatsStore
 
     table = ShardTable("single", loop_name(asyncio.get_event_loop()))
     table.shard_up(0, os.getpid())

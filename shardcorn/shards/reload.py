@@ -57,7 +57,7 @@ class SourceFilter:
     """
 
     def __init__(self, includes: Sequence[str], excludes: Sequence[str]) -> None:
-        from watchfiles import DefaultFilter  # noqa: PLC0415 - only with --reload
+        from watchfiles import DefaultFilter
 
         self.default_filter = DefaultFilter()
         self.includes = [p for p in DEFAULT_INCLUDES if p not in excludes] + list(includes)
@@ -93,7 +93,7 @@ def watched_dirs(config: Config) -> list[Path]:
 def run_with_reload(config: Config) -> int:
     """Serve ``config`` in a child process, restarted whenever a watched file changes."""
     try:
-        import watchfiles  # noqa: F401, PLC0415 - an optional dependency
+        import watchfiles  # noqa: F401 - an optional dependency
     except ImportError:
         error_log.error("--reload needs watchfiles: pip install 'shardcorn[reload]'")
         return EXIT_BAD_SETTING
@@ -158,7 +158,7 @@ class Reloader:
         return 0
 
     def _changes(self) -> Iterator[set[str]]:
-        from watchfiles import watch  # noqa: PLC0415 - only with --reload
+        from watchfiles import watch
 
         # step: how long the tree must stay quiet before we restart, so an editor that
         # writes several files (or one file twice) causes one restart, not several.

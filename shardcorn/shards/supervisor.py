@@ -51,7 +51,6 @@ SIGTTIN adds a shard, SIGTTOU removes the highest one. Replacements are recorded
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing
 import os
 import pickle
@@ -198,7 +197,7 @@ class Supervisor:
         if self.config.metrics_port is None:
             return None
         # Imported only when asked for: prometheus-client stays out of a server without it.
-        from shardcorn.metrics.exporter import start_exporter  # noqa: PLC0415
+        from shardcorn.metrics.exporter import start_exporter
 
         return start_exporter(self.config, store, table)
 

@@ -13,8 +13,9 @@ from shardcorn.testing import serve_in_thread
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "http":
         await asyncio.sleep(0.05)  # answered after the upgrade request has arrived
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", b"5")]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]}
+        )
         await send({"type": "http.response.body", "body": b"first"})
     elif scope["type"] == "websocket":
         await receive()
@@ -39,19 +40,21 @@ def test_upgrade_behind_a_pending_request_is_answered_in_order() -> None:
         b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
-    with serve_in_thread(app, lifespan="off") as server:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-            sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + upgrade)
-            data = _read_until(sock, b"\r\n\r\n", b"")
-            data = _read_until(sock, b"HTTP/1.1 101", data)
-            first, _, rest = data.partition(b"HTTP/1.1 101")
-            assert first.startswith(b"HTTP/1.1 200 OK\r\n")
-            assert first.endswith(b"\r\n\r\nfirst")
-            rest = _read_until(sock, b"\r\n\r\n", rest)
-            # A masked text frame "hi"; the echo comes back unmasked.
-            mask = b"\x01\x02\x03\x04"
-            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"hi"))
-            sock.sendall(b"\x81\x82" + mask + payload)
-            tail = rest.partition(b"\r\n\r\n")[2]
-            tail = _read_until(sock, b"\x81\x02hi", tail)
-            assert b"\x81\x02hi" in tail
+    with (
+        serve_in_thread(app, lifespan="off") as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock,
+    ):
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + upgrade)
+        data = _read_until(sock, b"\r\n\r\n", b"")
+        data = _read_until(sock, b"HTTP/1.1 101", data)
+        first, _, rest = data.partition(b"HTTP/1.1 101")
+        assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert first.endswith(b"\r\n\r\nfirst")
+        rest = _read_until(sock, b"\r\n\r\n", rest)
+        # A masked text frame "hi"; the echo comes back unmasked.
+        mask = b"\x01\x02\x03\x04"
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"hi"))
+        sock.sendall(b"\x81\x82" + mask + payload)
+        tail = rest.partition(b"\r\n\r\n")[2]
+        tail = _read_until(sock, b"\x81\x02hi", tail)
+        assert b"\x81\x02hi" in tail
