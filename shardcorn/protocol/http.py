@@ -304,8 +304,9 @@ class HttpProtocol(asyncio.Protocol, Connection):
 
     # -- reading ---------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self.idle_since is not None:
-            self._cancel_keepalive()
+        if self.idle_since is not None:  # _cancel_keepalive(), without the call
+            self.idle_since = None
+            self.stats.keepalive_idle(-1)
         scanned = -1
         if self.framing is not None:
             # A chunked body is in progress: follow its framing before parsing (the budget

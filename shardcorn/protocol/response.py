@@ -99,37 +99,6 @@ class _Fields:
         self.own_connection = self.close_requested = self.own_server = self.own_date = False
 
 
-def _known_fields(
-    headers: Iterable[Any], known: KnownNames, status: int
-) -> tuple[bytes, int | None] | None:
-    """The header block and content-length, if every name is one this shard has already
-    validated and nothing else needs a look; else None.
-
-    None sends the caller down :func:`_checked_fields`, which finds and names any problem:
-    this path only has to be right when everything is fine.
-    """
-    parts: list[bytes] = []
-    length = None
-    try:
-        for name, value in headers:
-            # ``int in bytes`` is a memchr; a value that is not bytes raises TypeError.
-            if 10 in value or 13 in value or 0 in value:
-                return None
-            if known[name]:  # _CONTENT_LENGTH, the only other kind kept in ``known``
-                if not value.isdigit():  # int() would take "+1", " 1", "1_0"
-                    return None
-                new_length = int(value)
-                if length is not None and length != new_length:
-                    return None
-                length = new_length
-                if status in _NO_LENGTH_STATUS:
-                    continue
-            parts += (name, b": ", value, b"\r\n")
-        return b"".join(parts), length
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return None
-
-
 def _checked_fields(headers: Iterable[Any], status: int, known: KnownNames | None) -> _Fields:
     """Check every header, raising AppProtocolError for the first bad one; learn names."""
     parts = []
@@ -271,14 +240,36 @@ class ResponseWriter:
         line = STATUS_LINES.get(status)
         if line is None:
             raise AppProtocolError(f"invalid HTTP status code {status!r}")
-        fast = None
+        block = None
         if known_names is not None:
             if type(headers) is not list and type(headers) is not tuple:
                 # Read a one-shot iterable once: the checking path may have to read it again.
                 headers = list(headers)
-            fast = _known_fields(headers, known_names, status)
-        if fast is not None:
-            block, length = fast
+            # The short path: every name one this shard has already validated. It only has
+            # to be right when all is well; on anything else it gives up (block stays None)
+            # and _checked_fields finds and names the problem.
+            parts: list[bytes] = []
+            length = None
+            try:
+                for name, value in headers:
+                    # ``int in bytes`` is a memchr; a value that is not bytes raises TypeError.
+                    if 10 in value or 13 in value or 0 in value:
+                        break
+                    if known_names[name]:  # _CONTENT_LENGTH, the only other kind kept
+                        if not value.isdigit():  # int() would take "+1", " 1", "1_0"
+                            break
+                        new_length = int(value)
+                        if length is not None and length != new_length:
+                            break
+                        length = new_length
+                        if status in _NO_LENGTH_STATUS:
+                            continue
+                    parts += (name, b": ", value, b"\r\n")
+                else:
+                    block = b"".join(parts)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                pass
+        if block is not None:
             self._own_connection = self._close_requested = False
             self.keep_alive = keep_alive
         else:
