@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from shardcorn.config import Config, TrustedHosts, parse_trusted_hosts
 from shardcorn.logs import TRACE, access_log, error_log
 from shardcorn.metrics.stats import ShardStats
-from shardcorn.protocol.response import KnownNames
+from shardcorn.protocol.response import KnownHeaders
 
 if TYPE_CHECKING:
     from shardcorn.loading import ASGIApp
@@ -81,8 +81,8 @@ class ShardContext:
         if config.server_header and not custom_server:
             self._static_headers = b"server: shardcorn\r\n" + self._static_headers
         self.default_headers = b""
-        # Response header names this shard has validated (see protocol/response.py).
-        self.known_names: KnownNames = {}
+        # What this shard remembers of its app's response headers (protocol/response.py).
+        self.known_headers = KnownHeaders()
         self._date_handle: asyncio.TimerHandle | None = None
         self.max_requests_reached: asyncio.Event | None = None
         self._all_closed: asyncio.Event | None = None

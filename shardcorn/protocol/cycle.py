@@ -225,7 +225,7 @@ class RequestCycle:
                 head_request=self.method == "HEAD",
                 keep_alive=keep_alive,
                 http11=self.scope["http_version"] == "1.1",
-                known_names=ctx.known_names,
+                known=ctx.known_headers,
             )
         except AppProtocolError as exc:
             raise RuntimeError(str(exc)) from None

@@ -43,12 +43,31 @@ _KINDS = {
     b"transfer-encoding": _TRANSFER_ENCODING,
 }
 
-KnownNames = dict[bytes, int]
-"""Header names one shard has validated, as the app spelled them -> ``_PLAIN`` or
-``_CONTENT_LENGTH``. Apps send the same few names in every response: a dict hit replaces a
-regular-expression match and a ``lower()`` per header. Each shard has its own (nothing is
-shared between shards on the hot path); names that need more than passing through or a
-length check (connection, server, date, transfer-encoding) are never in it."""
+
+class KnownHeaders:
+    """What one shard remembers of the response headers its app sends, to check less.
+
+    * ``names``: header names already validated, as the app spelled them -> ``_PLAIN`` or
+      ``_CONTENT_LENGTH``. Apps send the same few names in every response: a dict hit
+      replaces a regular-expression match and a ``lower()`` per header. Names that need
+      more than passing through or a length check (connection, server, date,
+      transfer-encoding) are never in it.
+    * ``last``: the last header list that took that path, with the block and length it gave.
+      Many responses repeat their predecessor's headers exactly (same content type, same
+      length); one list comparison, in C, then replaces the whole loop.
+
+    Each shard has its own: nothing is shared between shards on the hot path.
+    """
+
+    __slots__ = ("last", "last_block", "last_length", "names")
+
+    def __init__(self) -> None:
+        self.names: dict[bytes, int] = {}
+        self.last: list[tuple[bytes, bytes]] | None = None
+        self.last_block = b""
+        self.last_length: int | None = None
+
+
 # A shard stops learning names past this many: an app that invents names (x-request-<id>)
 # gets them checked every time instead of growing the dict without bound.
 KNOWN_NAMES_LIMIT = 1024
@@ -99,7 +118,50 @@ class _Fields:
         self.own_connection = self.close_requested = self.own_server = self.own_date = False
 
 
-def _checked_fields(headers: Iterable[Any], status: int, known: KnownNames | None) -> _Fields:
+def _known_fields(
+    headers: Iterable[Any], known: KnownHeaders, status: int
+) -> tuple[bytes | None, int | None]:
+    """The header block and content-length, if every name is one this shard has already
+    validated; (None, None) otherwise.
+
+    This path only has to be right when all is well: on anything else it gives up, and
+    :func:`_checked_fields` finds and names the problem. A list of (bytes, bytes) tuples it
+    accepts becomes ``known.last``, so an identical list next time skips even this loop
+    (only immutable items: a bytearray changed in place would make the copy lie).
+    """
+    names = known.names
+    parts: list[bytes] = []
+    length = None
+    immutable = True
+    try:
+        for item in headers:
+            name, value = item
+            # ``int in bytes`` is a memchr; a value that is not a buffer raises TypeError.
+            if 10 in value or 13 in value or 0 in value:
+                return None, None
+            if names[name]:  # _CONTENT_LENGTH, the only other kind kept in ``names``
+                if not value.isdigit():  # int() would take "+1", " 1", "1_0"
+                    return None, None
+                new_length = int(value)
+                if length is not None and length != new_length:
+                    return None, None
+                length = new_length
+                if status in _NO_LENGTH_STATUS:
+                    continue
+            if type(value) is not bytes or type(item) is not tuple:
+                immutable = False
+            parts += (name, b": ", value, b"\r\n")
+        block = b"".join(parts)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None, None
+    if immutable and type(headers) is list and status not in _NO_LENGTH_STATUS:
+        known.last = list(headers)
+        known.last_block = block
+        known.last_length = length
+    return block, length
+
+
+def _checked_fields(headers: Iterable[Any], status: int, known: dict[bytes, int] | None) -> _Fields:
     """Check every header, raising AppProtocolError for the first bad one; learn names."""
     parts = []
     length: int | None = None
@@ -225,13 +287,13 @@ class ResponseWriter:
         head_request: bool,
         keep_alive: bool,
         http11: bool,
-        known_names: KnownNames | None = None,
+        known: KnownHeaders | None = None,
     ) -> None:
         """Validate and remember the head; it is sent with the first body message.
 
         ``default_headers`` is the pre-encoded block of server/date/--header lines; a
-        ``server`` or ``date`` header from the app replaces ours. ``known_names`` is the
-        shard's cache of validated header names (none: check every name).
+        ``server`` or ``date`` header from the app replaces ours. ``known`` is what the shard
+        remembers of its app's headers (none: check every header).
         """
         if type(status) is not int:
             if not isinstance(status, int) or isinstance(status, bool):
@@ -241,39 +303,21 @@ class ResponseWriter:
         if line is None:
             raise AppProtocolError(f"invalid HTTP status code {status!r}")
         block = None
-        if known_names is not None:
-            if type(headers) is not list and type(headers) is not tuple:
+        if known is not None:
+            if type(headers) is list:
+                if headers == known.last and status not in _NO_LENGTH_STATUS:
+                    # The same headers as the last response that took the short path.
+                    block, length = known.last_block, known.last_length
+            elif type(headers) is not tuple:
                 # Read a one-shot iterable once: the checking path may have to read it again.
                 headers = list(headers)
-            # The short path: every name one this shard has already validated. It only has
-            # to be right when all is well; on anything else it gives up (block stays None)
-            # and _checked_fields finds and names the problem.
-            parts: list[bytes] = []
-            length = None
-            try:
-                for name, value in headers:
-                    # ``int in bytes`` is a memchr; a value that is not bytes raises TypeError.
-                    if 10 in value or 13 in value or 0 in value:
-                        break
-                    if known_names[name]:  # _CONTENT_LENGTH, the only other kind kept
-                        if not value.isdigit():  # int() would take "+1", " 1", "1_0"
-                            break
-                        new_length = int(value)
-                        if length is not None and length != new_length:
-                            break
-                        length = new_length
-                        if status in _NO_LENGTH_STATUS:
-                            continue
-                    parts += (name, b": ", value, b"\r\n")
-                else:
-                    block = b"".join(parts)
-            except (KeyError, TypeError, ValueError, AttributeError):
-                pass
+            if block is None:
+                block, length = _known_fields(headers, known, status)
         if block is not None:
             self._own_connection = self._close_requested = False
             self.keep_alive = keep_alive
         else:
-            fields = _checked_fields(headers, status, known_names)
+            fields = _checked_fields(headers, status, known.names if known else None)
             block, length = fields.block, fields.length
             if fields.own_server or fields.own_date:
                 default_headers = _without_defaults(
