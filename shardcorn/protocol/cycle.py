@@ -218,14 +218,14 @@ class RequestCycle:
             # send that body or not, so nothing after it could be framed. Say we close.
             keep_alive = False
         try:
-            self.writer.start(
+            self.writer.start(  # by position: keywords cost a name match each in 3.11
                 message["status"],
                 message.get("headers", ()),
                 ctx.default_headers,
-                head_request=self.method == "HEAD",
-                keep_alive=keep_alive,
-                http11=self.scope["http_version"] == "1.1",
-                known=ctx.known_headers,
+                self.method == "HEAD",
+                keep_alive,
+                self.scope["http_version"] == "1.1",
+                ctx.known_headers,
             )
         except AppProtocolError as exc:
             raise RuntimeError(str(exc)) from None

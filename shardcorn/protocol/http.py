@@ -513,8 +513,9 @@ class HttpProtocol(asyncio.Protocol, Connection):
         if url[:1] == b"/":
             raw_path, _, query = url.partition(b"?")
             # ``int in bytes`` (a memchr) costs a tenth of ``bytes in bytes`` here.
-            if 35 in query:  # "#"
+            if 35 in url:  # "#" (rare): a fragment, dropped
                 query = query.partition(b"#")[0]
+                raw_path = raw_path.partition(b"#")[0]
         elif url == b"*":
             raw_path, query = url, b""
         else:
@@ -525,8 +526,8 @@ class HttpProtocol(asyncio.Protocol, Connection):
                 raise self.pending_error from None
             raw_path = parsed.path or b"/"
             query = parsed.query or b""
-        if 35 in raw_path:  # "#"
-            raw_path = raw_path.partition(b"#")[0]
+            if 35 in raw_path:  # "#"
+                raw_path = raw_path.partition(b"#")[0]
         ctx = self.ctx
         root_path = ctx.root_path
         if 37 not in raw_path and raw_path.isascii():  # no "%": no call, no unquote
@@ -627,17 +628,21 @@ class HttpProtocol(asyncio.Protocol, Connection):
         """
         if self.launching:
             return
-        self.launching = True
-        try:
-            while True:
-                cycle = self.cycle
-                if cycle is None or cycle.launched:
-                    break
-                self._launch(cycle)
-        finally:
-            self.launching = False
-        if self.cycle is not None:
-            return
+        cycle = self.cycle
+        if cycle is not None:
+            if cycle.launched:
+                return
+            self.launching = True
+            try:
+                while True:
+                    self._launch(cycle)
+                    cycle = self.cycle
+                    if cycle is None or cycle.launched:
+                        break
+            finally:
+                self.launching = False
+            if cycle is not None:
+                return
         if self.pending_upgrade is not None:
             self._take_over()
             return

@@ -278,12 +278,11 @@ class ResponseWriter:
         """Whether the status line and headers have been handed out to be written."""
         return self._mode >= 0
 
-    def start(
+    def start(  # noqa: PLR0917 - the hot path passes these by position (see cycle.send)
         self,
         status: int,
         headers: Iterable[tuple[bytes, bytes]],
         default_headers: bytes,
-        *,
         head_request: bool,
         keep_alive: bool,
         http11: bool,
@@ -342,6 +341,8 @@ class ResponseWriter:
     def frame(self, data: bytes, more_body: bool) -> Output:
         """Like :meth:`body`, but a large body comes back beside its framing, not copied."""
         mode = self._mode
+        if mode < 0:  # (never finished yet)
+            return self._first_body(data, more_body)
         if mode == _LENGTH:
             if self.finished:
                 raise AppProtocolError("http.response.body sent after the response was complete")
@@ -357,8 +358,6 @@ class ResponseWriter:
             return data
         if self.finished:
             raise AppProtocolError("http.response.body sent after the response was complete")
-        if mode < 0:
-            return self._first_body(data, more_body)
         if mode == _CHUNKED:
             if not more_body:
                 self.finished = True
