@@ -84,6 +84,8 @@ class _BodyPassThrough:
         proto = self.proto
         left = self.left
         size = len(data)
+        if type(data) is not bytes:
+            data = bytes(data)  # the app gets bytes, whatever buffer a transport hands us
         try:
             if size < left:
                 self.left = left - size
