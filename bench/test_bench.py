@@ -18,6 +18,8 @@ import pytest
 
 from bench import apps
 from bench.flatprofile import parse_raw
+from bench.inprocess import request_reads
+from bench.loadgen import LoadError, _response_length, run_load
 from bench.procstat import ProcessGoneError, process_tree, tree_cpu_seconds
 from bench.servers import UVICORN, ServerError, free_port, http_get, running
 from bench.wrk import WrkError, parse_report
@@ -187,3 +189,27 @@ def test_a_server_that_dies_is_reported_with_its_stderr() -> None:
     command = [sys.executable, "-c", "import sys; sys.exit('cannot start: no such app')"]
     with pytest.raises(ServerError, match="cannot start: no such app"), running(command, port):
         pytest.fail("an exited server must not be yielded")
+
+
+def test_loadgen_frames_responses_by_content_length() -> None:
+    response = bytearray(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nx: y\r\n\r\nhello")
+    assert _response_length(response[:10]) == -1  # the head is not in yet
+    assert _response_length(response) == len(response)
+    with pytest.raises(LoadError):
+        _response_length(bytearray(b"HTTP/1.1 500 Oops\r\ncontent-length: 0\r\n\r\n"))
+    with pytest.raises(LoadError):
+        _response_length(bytearray(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"))
+
+
+def test_loadgen_sends_exactly_the_requests_asked_for() -> None:
+    port = free_port()
+    with running(UVICORN.command("bench.apps:echo1m", port), port, ready_timeout_s=30):
+        assert run_load("127.0.0.1", port, 10, 3, post_size=1000) > 0
+        assert run_load("127.0.0.1", port, 7, 16) > 0  # fewer requests than connections
+
+
+def test_hotpath_reads_split_a_post_like_uvloop() -> None:
+    reads = request_reads(600 * 1024)
+    assert [len(r) for r in reads[:-1]] == [256 * 1024] * 2
+    assert b"".join(reads).endswith(b"x" * 1000)
+    assert request_reads(None) == [b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"]
