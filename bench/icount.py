@@ -61,12 +61,12 @@ def _python() -> str:
     return os.path.realpath(sys.executable)
 
 
-def _command(kind: ServerKind, workload: Workload) -> list[str]:
+def _command(kind: ServerKind, workload: Workload, extra: Sequence[str] = ()) -> list[str]:
     """The server's argv, one shard or worker, as bench/run.py starts it (minus taskset)."""
     argv = kind.command(workload.app, "{port}")
     argv[0] = _python()
     if kind is SHARDCORN:
-        argv += ["--shards", "1"]
+        argv += ["--shards", "1", *extra]
     return argv
 
 
@@ -87,10 +87,10 @@ def _io_syscalls(pid: int) -> int:
 
 
 def _syscalls_per_request(
-    kind: ServerKind, workload: Workload, requests: int, connections: int
+    kind: ServerKind, workload: Workload, requests: int, connections: int, extra: Sequence[str]
 ) -> float:
     port = free_port()
-    command = [part.replace("{port}", str(port)) for part in _command(kind, workload)]
+    command = [part.replace("{port}", str(port)) for part in _command(kind, workload, extra)]
     with running(command, port) as server:
         run_load(HOST, port, requests // 4 or 1, connections, workload.post_size)
         before = _io_syscalls(server.pid)
@@ -107,16 +107,18 @@ def count(
     *,
     top: int = 0,
     inclusive: bool = False,
+    extra: Sequence[str] = (),
 ) -> Count:
-    """Count the instructions ``kind`` executes for ``requests`` requests of ``workload``."""
-    syscalls = _syscalls_per_request(kind, workload, requests, connections)
+    """Count the instructions ``kind`` executes for ``requests`` requests of ``workload``;
+    ``extra`` are more shardcorn options (``--metrics-port 9100``: the exporter's cost)."""
+    syscalls = _syscalls_per_request(kind, workload, requests, connections, extra)
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="shardcorn-callgrind-") as tmp:
         out = Path(tmp) / "callgrind.out"
         command = [
             *("valgrind", "--tool=callgrind", "--instr-atstart=no"),
             f"--callgrind-out-file={out}",
-            *(part.replace("{port}", str(port)) for part in _command(kind, workload)),
+            *(part.replace("{port}", str(port)) for part in _command(kind, workload, extra)),
         ]
         with running(command, port, ready_timeout_s=_READY_TIMEOUT_S) as server:
             _control(server.pid, "--instr=on")
@@ -171,6 +173,11 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--connections", type=int, default=64, help="default 64 (as wrk)")
     parser.add_argument("--top", type=int, default=0, help="show the N most expensive functions")
     parser.add_argument("--inclusive", action="store_true", help="rank --top by inclusive cost")
+    parser.add_argument(
+        "--shardcorn-args",
+        default="",
+        help='more shardcorn options, space-separated (e.g. "--metrics-port 9100")',
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("instructions: valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
@@ -186,6 +193,7 @@ def main(argv: Sequence[str]) -> int:
                 args.connections,
                 top=args.top,
                 inclusive=args.inclusive,
+                extra=args.shardcorn_args.split(),
             )
             counts.append(result)
             print(
