@@ -104,6 +104,11 @@ class Config:
     ws_ping_interval: float | None = option(20.0, "Seconds between WebSocket pings.", minimum=0.0)
     ws_ping_timeout: float | None = option(20.0, "Seconds to wait for a pong.", minimum=0.0)
     ws_per_message_deflate: bool = option(True, "Offer WebSocket per-message deflate.")
+    tune_malloc: bool = option(
+        True,
+        "Fix glibc's malloc thresholds so large bodies reuse heap memory instead of faulting "
+        "in fresh pages (keeps up to 32 MiB free per process; see shardcorn/shards/malloc.py).",
+    )
     lifespan: str = option("auto", "Lifespan events.", choices=("auto", "on", "off"))
     interface: str = option(
         "auto", "Application interface.", choices=("auto", "asgi3", "asgi2", "wsgi")

@@ -16,7 +16,8 @@ its set-up).
 
 The request body is kept as the list of chunks the parser handed over and is joined only
 when the app takes more than one at once: a body that arrives in one read reaches the app
-without being copied here.
+without being copied here. When the app asks and nothing is buffered, the rest of a large
+Content-Length body is read from the socket there and then (HttpProtocol.pull_body).
 """
 
 from __future__ import annotations
@@ -159,6 +160,9 @@ class RequestCycle:
                 if proto.read_paused:
                     proto.body_consumed()
                 return {"type": "http.request", "body": body, "more_body": more_body}
+            # Nothing buffered: a large body may be read from the socket at once.
+            if self.more_body and self.proto.pull_body(self):
+                continue
             # Nothing to hand over: more body is on its way, or the request is fully read
             # and only the end of the response or a disconnect can come next. Either way,
             # wait; never spin.

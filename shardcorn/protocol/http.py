@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 from collections import deque
 from time import perf_counter
 from typing import Any
@@ -45,6 +46,8 @@ TIMER_SLACK = 0.001
 # Bypass httptools for the rest of a Content-Length body this large (see _pass_body). Below
 # it, copying the body costs less than setting up the bypass and a fresh parser after it.
 PASS_BODY_MIN = 64 * 1024
+# The most request body one direct read (HttpProtocol.pull_body) takes from the socket.
+PULL_MAX = 1024 * 1024
 _PARSER = httptools.HttpRequestParser
 
 
@@ -152,6 +155,7 @@ class HttpProtocol(asyncio.Protocol, Connection):
         "pending_error",
         "pending_upgrade",
         "pipeline",
+        "pull_fd",
         "read_paused",
         "requests_launched",
         "requests_seen",
@@ -243,6 +247,9 @@ class HttpProtocol(asyncio.Protocol, Connection):
         self.lingering: Lingering | None = None  # after an error response (protocol/linger.py)
         self.closed = False
         self.launching = False  # _start_next is running cycles (re-entry just returns)
+        # The socket's descriptor when request bodies may be read from it directly (a plain
+        # TCP or Unix socket); -1 otherwise (TLS: the bytes on the socket are not the body).
+        self.pull_fd = -1
 
     # -- connection lifecycle --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -271,6 +278,10 @@ class HttpProtocol(asyncio.Protocol, Connection):
             "headers": [],
             "state": {},
         }
+        if transport.get_extra_info("sslcontext") is None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                self.pull_fd = sock.fileno()
         ctx.connections.add(self)
         self.stats.connection_opened()
         if ctx.trace_enabled:
@@ -610,6 +621,40 @@ class HttpProtocol(asyncio.Protocol, Connection):
         left = length - cycle.received
         if left >= PASS_BODY_MIN:
             self.parser = _BodyPassThrough(self, left)  # type: ignore[assignment]
+
+    def pull_body(self, cycle: RequestCycle) -> bool:
+        """Read more of ``cycle``'s body straight from the socket; True if some came.
+
+        Called by an app's ``receive()`` that found nothing buffered. While a large
+        Content-Length body is passed through (_pass_body), one non-blocking read of up to
+        the rest of the body (at most PULL_MAX) hands the app what the socket holds now, in
+        one bytes object the kernel wrote into: no copy out of the loop's read buffer, no
+        loop iteration, no pause and resume of reading. The read never goes past the body,
+        so a pipelined request behind it stays in the socket for the transport to read.
+        Nothing there, or an error (which the transport's own read then finds and
+        reports): the caller waits for the loop as usual.
+        """
+        parser = self.parser
+        if not isinstance(parser, _BodyPassThrough) or self.parsing is not cycle:
+            return False
+        transport = self.transport
+        # A closed transport's descriptor number may already belong to another connection.
+        if self.pull_fd < 0 or self.closed or transport is None or transport.is_closing():
+            return False
+        left = parser.left
+        try:
+            data = os.read(self.pull_fd, left if left < PULL_MAX else PULL_MAX)
+        except OSError:  # nothing yet (EAGAIN), or the connection's error
+            return False
+        if not data:
+            return False  # end of stream: the transport's read reports it
+        if self.body_timer is not None:
+            self.body_read_at = self.loop.time()
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._parse_failed(exc)
+        return True
 
     def on_message_complete(self) -> None:
         self.framing = None

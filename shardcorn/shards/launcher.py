@@ -20,6 +20,7 @@ from shardcorn.config import Config, ConfigError
 from shardcorn.loading import AppLoadError, load_app
 from shardcorn.logs import configure_logging, error_log
 from shardcorn.shards.loops import close_loop, loop_name, new_event_loop
+from shardcorn.shards.malloc import tune_malloc
 from shardcorn.shards.shard import EXIT_OK, EXIT_STARTUP, Shard
 from shardcorn.shards.sockets import BindError, address_of, bind_sockets
 from shardcorn.shards.tls import TLSError, create_ssl_context
@@ -30,10 +31,12 @@ if TYPE_CHECKING:
 
 
 def prepare_process(config: Config) -> None:
-    """What every process serving ``config`` does first: logging and the --env-file."""
+    """What every process serving ``config`` does first: logging, the --env-file, malloc."""
     configure_logging(config.log_level, config.use_colors, config.access_log, config.log_config)
     if config.env_file:
         load_env_file(config.env_file)
+    if config.tune_malloc:
+        tune_malloc()  # after the env file, which may set glibc's own MALLOC_* variables
 
 
 def load_env_file(path: str) -> None:

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import socket
 import ssl
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -46,6 +49,30 @@ def test_https_request_has_scheme_https(tls: TLSFiles) -> None:
             response = client.get(server.url + "/secure")
     assert response.status_code == 200
     assert response.json()["scheme"] == "https"
+
+
+def test_a_large_body_over_tls_arrives_whole(tls: TLSFiles) -> None:
+    """Plain sockets let the app read a large body straight from the socket; over TLS the
+    bytes there are records, so the body must come through the TLS layer intact."""
+    body = os.urandom(3 * 1024 * 1024 + 11)
+
+    async def digest(scope: dict[str, object], receive: Any, send: Any) -> None:
+        hasher = hashlib.sha256()
+        more = True
+        while more:
+            message = await receive()
+            hasher.update(message.get("body", b""))
+            more = message.get("more_body", False)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": hasher.hexdigest().encode()})
+
+    with (
+        serve_in_thread(digest, lifespan="off", **tls_settings(tls)) as server,
+        httpx.Client(verify=tls.client_context(), timeout=30) as client,
+    ):
+        response = client.post(server.url + "/", content=body)
+    assert response.status_code == 200
+    assert response.text == hashlib.sha256(body).hexdigest()
 
 
 def test_websocket_over_tls_has_scheme_wss(tls: TLSFiles) -> None:
