@@ -13,7 +13,9 @@ opens one connection per scrape interval, and nothing lingers when the exporter 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import selectors
 import socket
 import socketserver
 import threading
@@ -31,9 +33,6 @@ from shardcorn.shards.sockets import BindError
 
 # A scraper that has not sent its request head after this long is dropped.
 REQUEST_TIMEOUT = 10.0
-# serve_forever() checks for close() this often: it bounds how long stopping the server
-# waits for the exporter, and ten wake-ups a second cost the launcher nothing measurable.
-_POLL_INTERVAL = 0.1
 _JOIN_TIMEOUT = 5.0
 
 
@@ -140,13 +139,31 @@ class Exporter:
         self.host = config.metrics_host
         self.port: int = self._server.server_address[1]
         self.path = config.metrics_path
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": _POLL_INTERVAL},
-            name="shardcorn-metrics",
-            daemon=True,
-        )
+        self._server.socket.setblocking(False)  # a connection reset before accept() is no hang
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._thread = threading.Thread(target=self._serve, name="shardcorn-metrics", daemon=True)
         self._thread.start()
+
+    def _serve(self) -> None:
+        """Accept scrapes until close().
+
+        Not ``serve_forever()``: that polls for shutdown every few tenths of a second, and in a
+        single-shard server every wake-up takes the GIL from the thread serving requests.
+        This waits with no timeout; close() wakes it through a socket pair.
+        """
+        server = self._server
+        with selectors.DefaultSelector() as selector:
+            selector.register(server.socket, selectors.EVENT_READ)
+            selector.register(self._wake_reader, selectors.EVENT_READ)
+            while True:
+                events = selector.select()
+                if any(key.fileobj is self._wake_reader for key, _ in events):
+                    return
+                try:
+                    request, address = server.get_request()
+                except OSError:  # gone before we took it, or out of descriptors: next one
+                    continue
+                server.process_request(request, address)  # a thread of its own (module doc)
 
     @property
     def url(self) -> str:
@@ -155,9 +172,12 @@ class Exporter:
     def close(self) -> None:
         """Stop serving and release the port. Safe to call twice."""
         if self._thread.is_alive():
-            self._server.shutdown()
+            with contextlib.suppress(OSError):
+                self._wake_writer.send(b"x")
             self._thread.join(_JOIN_TIMEOUT)
         self._server.server_close()
+        self._wake_reader.close()
+        self._wake_writer.close()
 
 
 def _where(host: str, port: int) -> str:

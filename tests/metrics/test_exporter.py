@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -213,3 +215,25 @@ def test_a_silent_client_does_not_hold_up_a_scrape(
         # Connected, sends nothing: the next scrape is served anyway, at once.
         response = client.get(exporter.url, timeout=2.0)
         assert response.status_code == 200
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
+def test_an_idle_exporter_never_wakes_and_still_closes_at_once(
+    exporter: Exporter, client: httpx.Client
+) -> None:
+    """In a single-shard server the exporter shares the GIL with the requests: between
+    scrapes its thread must sleep for good (serve_forever() would wake every 0.1 s)."""
+    assert client.get(exporter.url).status_code == 200
+    thread_id = exporter._thread.native_id
+
+    def switches() -> int:
+        status = Path(f"/proc/self/task/{thread_id}/status").read_text()
+        return int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+
+    before = switches()
+    time.sleep(0.5)  # a window with nothing in it: polling would show as 5 wake-ups
+    assert switches() == before
+    started = time.monotonic()
+    exporter.close()
+    assert time.monotonic() - started < 2.0
+    assert not exporter._thread.is_alive()
