@@ -238,7 +238,8 @@ class RequestCycle:
     def log_access(self, status: int) -> None:
         scope = self.scope
         client = scope.get("client")
-        address = f"{client[0]}:{client[1]}" if client else "-"
+        # (escaped: X-Forwarded-For may put any text, a double quote too, in the address)
+        address = escape(f"{client[0]}:{client[1]}") if client else "-"
         path = scope["path"]  # already includes root_path
         query = scope["query_string"]
         target = f"{path}?{query.decode('latin-1')}" if query else path

@@ -195,7 +195,7 @@ class WebSocketProtocol(asyncio.Protocol, Connection):
         target = scope["path"] + ("?" + query.decode("latin-1") if query else "")
         access_log.info(
             '%s - "%s %s HTTP/%s" %d',
-            f"{client[0]}:{client[1]}" if client else "-",
+            escape(f"{client[0]}:{client[1]}") if client else "-",  # may be X-Forwarded-For
             escape(self.method),
             escape(target),
             scope["http_version"],

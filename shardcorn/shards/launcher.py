@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 import sys
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ from shardcorn.shards.loops import close_loop, loop_name, new_event_loop
 from shardcorn.shards.malloc import tune_malloc
 from shardcorn.shards.shard import EXIT_OK, EXIT_STARTUP, Shard
 from shardcorn.shards.sockets import BindError, address_of, bind_sockets
-from shardcorn.shards.tls import TLSError, create_ssl_context
+from shardcorn.shards.tls import TLSError, create_ssl_context, warn_about_settings
 
 if TYPE_CHECKING:
     from shardcorn.metrics.exporter import Exporter
@@ -66,7 +67,7 @@ def run(config: Config, stop_signals: tuple[int, ...] = (signal.SIGINT, signal.S
     try:
         # Here, before any dispatch, so every mode (one shard, a supervisor, --reload)
         # refuses a bad certificate with one line before it binds anything.
-        startup_checks(config)
+        ssl_context = startup_checks(config)
     except (TLSError, ConfigError) as exc:
         error_log.error("%s", exc)
         return EXIT_STARTUP
@@ -78,18 +79,24 @@ def run(config: Config, stop_signals: tuple[int, ...] = (signal.SIGINT, signal.S
         from shardcorn.shards.supervisor import Supervisor
 
         return Supervisor(config).run()
-    return run_single(config, stop_signals)
+    return run_single(config, stop_signals, ssl_context)
 
 
-def startup_checks(config: Config) -> None:
-    """Everything that can fail with a clear line before a socket is bound."""
-    create_ssl_context(config)
+def startup_checks(config: Config) -> ssl.SSLContext | None:
+    """Everything that can fail with a clear line before a socket is bound; returns the TLS
+    context (None without TLS), for a shard served in this process to use as it is."""
+    context = create_ssl_context(config)
+    warn_about_settings(config)
+    return context
 
 
 def run_single(
-    config: Config, stop_signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+    config: Config,
+    stop_signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
+    ssl_context: ssl.SSLContext | None = None,
 ) -> int:
-    """Serve ``config`` with one shard on this thread; ``stop_signals`` stop it gracefully."""
+    """Serve ``config`` with one shard on this thread; ``stop_signals`` stop it gracefully.
+    ``ssl_context``: the one startup_checks built (else the shard builds its own)."""
     try:
         app = load_app(config)
         sockets = bind_sockets(config, 1)
@@ -98,7 +105,9 @@ def run_single(
         return EXIT_STARTUP
     loop = new_event_loop(config.loop)
     asyncio.set_event_loop(loop)
-    shard = Shard(config, app, sockets, index=0, stats=_single_stats(config))
+    shard = Shard(
+        config, app, sockets, index=0, stats=_single_stats(config), ssl_context=ssl_context
+    )
     try:
         exporter = _start_exporter(config, shard)
     except BindError as exc:

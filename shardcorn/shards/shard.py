@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import Callable
 
 from shardcorn.config import Config
@@ -62,10 +63,13 @@ class Shard:
         *,
         max_requests: int | None = None,
         on_max_requests: Callable[[], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """``max_requests`` overrides ``--limit-max-requests`` (the supervisor adds jitter).
         With ``on_max_requests`` the shard only reports reaching it and keeps serving until
-        stopped, so that its replacement can be ready first; without, it stops itself."""
+        stopped, so that its replacement can be ready first; without, it stops itself.
+        ``ssl_context``: a context already built from ``config`` (built here if None)."""
+        self.ssl_context = ssl_context
         self.config = config
         self.app = app
         self.sockets = sockets
@@ -116,8 +120,11 @@ class Shard:
         self._stop = asyncio.Event()
         if self._stop_requested:
             self._stop.set()
+        ssl_context = self.ssl_context
+        if ssl_context is None and self.config.is_ssl:
+            ssl_context = create_ssl_context(self.config)
         ctx = self.ctx = ShardContext(
-            self.config, self.app, loop, self.stats, self.index, create_ssl_context(self.config)
+            self.config, self.app, loop, self.stats, self.index, ssl_context
         )
         if self.max_requests is not None:
             ctx.max_requests = self.max_requests

@@ -97,18 +97,23 @@ def _is_encrypted(keyfile: str) -> bool:
     return b"ENCRYPTED" in data
 
 
+def warn_about_settings(config: Config) -> None:
+    """Log what is allowed but unwise in the TLS settings: once, from the launcher (every
+    shard builds its own context, and one warning per shard would say the same thing)."""
+    if config.is_ssl and config.ssl_version in _LEGACY_VERSIONS:
+        error_log.warning(
+            "--ssl-version %d pins %s, which is deprecated and refused by current clients",
+            config.ssl_version,
+            _PINNED_VERSIONS[config.ssl_version].name,
+        )
+
+
 def _pin_version(context: ssl.SSLContext, ssl_version: int) -> None:
     version = _PINNED_VERSIONS.get(ssl_version)
     if version is None:
         return
-    if ssl_version in _LEGACY_VERSIONS:
-        error_log.warning(
-            "--ssl-version %d pins %s, which is deprecated and refused by current clients",
-            ssl_version,
-            version.name,
-        )
     with warnings.catch_warnings():
-        # Python warns about TLS 1.0/1.1 here; the line above told the user in the log.
+        # Python warns about TLS 1.0/1.1 here; warn_about_settings told the user in the log.
         warnings.simplefilter("ignore", DeprecationWarning)
         context.minimum_version = version
         context.maximum_version = version

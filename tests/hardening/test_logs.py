@@ -45,6 +45,21 @@ def test_forwarded_client_address_is_escaped_in_the_access_log(
     assert "1.2.3.4\\x09\\x9b[2J" in text
 
 
+def test_a_quote_in_a_forwarded_client_address_cannot_open_a_field(
+    loop: asyncio.AbstractEventLoop, logs: pytest.LogCaptureFixture
+) -> None:
+    """A log parser splits an access line on its double quotes: an X-Forwarded-For value with
+    one must not shift the request line and the status into other fields."""
+    client = connect(loop, ok)
+    client.send(b'GET /real HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4" "GET /fake\r\n\r\n')
+    assert client.read_response().status == 200
+    client.close()
+    [line] = [r.getMessage() for r in logs.records if r.name == access_log.name]
+    assert line.count('"') == 2, line
+    assert line.endswith('"GET /real HTTP/1.1" 200')
+    assert "1.2.3.4\\x22 \\x22GET /fake" in line
+
+
 def test_request_target_is_escaped_in_the_access_log(
     loop: asyncio.AbstractEventLoop, logs: pytest.LogCaptureFixture
 ) -> None:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from shardcorn.testing import serve_in_thread, shardcorn_command
+from shardcorn.testing import serve_in_thread, serve_process, shardcorn_command
 from tests.parity.conftest import TLSFiles
 from tests.parity.helpers import (
     KEY_PASSWORD,
@@ -248,3 +248,17 @@ def test_bad_tls_settings_exit_2(tls: TLSFiles, option: str, value: str, message
     ])  # fmt: skip
     assert result.returncode == 2
     assert message in result.stderr
+
+
+@pytest.mark.parametrize("shards", [["--shards", "1"], ["--shards", "2", "--shard-mode", "thread"]])
+def test_a_pinned_legacy_version_is_warned_about_once(tls: TLSFiles, shards: list[str]) -> None:
+    """Every shard builds its own TLS context; the warning is the launcher's, said once."""
+    args = [
+        *("shardcorn.demo:app", "--port", "0", "--lifespan", "off"),
+        *("--ssl-certfile", str(tls.cert), "--ssl-keyfile", str(tls.key), "--ssl-version", "4"),
+        *shards,
+    ]
+    with serve_process(args) as server:
+        assert server.scheme == "https"
+        log = server.log
+    assert log.count("--ssl-version 4 pins TLSv1_1, which is deprecated") == 1, log
