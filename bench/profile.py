@@ -11,13 +11,10 @@ from pathlib import Path
 
 
 def main() -> int:
-    # Run as a script, sys.path[0] is bench/ itself, where this file would shadow the standard
-    # library's ``profile`` module; the repo root, which holds the bench package, replaces it.
+    # Run as a script, sys.path[0] is bench/ (whose profile.py would shadow the standard
+    # library's); the repo root, which holds the bench package, takes its place.
     here = Path(__file__).resolve().parent
-    if sys.path and Path(sys.path[0] or ".").resolve() == here:
-        sys.path[0] = str(here.parent)
-    else:
-        sys.path.insert(0, str(here.parent))
+    sys.path[0] = str(here.parent)
     from bench.flatprofile import main as profile_main
 
     return profile_main(sys.argv[1:])

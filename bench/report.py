@@ -111,7 +111,8 @@ def results_table(results: Results) -> str:
             if not availability.installed:
                 notes.append(f"missing: {availability.version}")
             if failures:
-                notes.append(f"failed in {len(failures)} of {results.settings.rounds} rounds")
+                runs = results.settings.rounds * workload.passes
+                notes.append(f"failed in {len(failures)} of {runs} runs")
             if summary is None:
                 cells = [workload.name, contender.label, *("-" * 6), "; ".join(notes)]
                 lines.append(_row(cells))
@@ -214,7 +215,11 @@ def markdown(results: Results, versions: dict[str, str], date: str, cpu_count: i
         f"- date: {date}",
         f"- host: {_host()}, {cpu_count} CPUs",
         "- versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()),
-        f"- rounds: {settings.rounds} (interleaved: every server once per round, A B A B)"
+        f"- rounds: {settings.rounds} (interleaved: every server once per round, A B A B"
+        + "".join(
+            f"; {w.name} {w.passes} times per round" for w in results.workloads if w.passes > 1
+        )
+        + ")"
         + (" — **quick run**" if settings.quick else ""),
         f"- measured window: {settings.duration_s} s per server per round, after a "
         f"{settings.warmup_s} s warm-up; {settings.wrk.connections} keep-alive connections, "
