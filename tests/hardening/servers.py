@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from shardcorn.testing import READY_LINE, ProcessServer, stop_process
-from tests.protocol.memory import IncompleteResponseError, Response, parse_response
+from tests.protocol.memory import Response
+from tests.raw import RawClient
 
 LIMITED_SERVER = str(Path(__file__).resolve().parent / "limited_server.py")
 TIMEOUT = 10.0
@@ -77,56 +77,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class Raw:
-    """A blocking client socket with a timeout on every operation."""
-
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = TIMEOUT) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.timeout = timeout
-        self.buffer = b""
-        self.eof = False
-
-    @classmethod
-    def over(cls, sock: socket.socket, timeout: float = TIMEOUT) -> Raw:
-        """A client on a socket that is already connected."""
-        client = cls.__new__(cls)
-        sock.settimeout(timeout)
-        client.sock, client.timeout, client.buffer, client.eof = sock, timeout, b"", False
-        return client
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def recv_some(self) -> bool:
-        try:
-            data = self.sock.recv(65536)
-        except ConnectionResetError:
-            data = b""
-        if not data:
-            self.eof = True
-            return False
-        self.buffer += data
-        return True
-
-    def response(self, head: bool = False) -> Response:
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                response, self.buffer = parse_response(self.buffer, head, eof=self.eof)
-                return response
-            except IncompleteResponseError:
-                if self.eof or time.monotonic() > deadline:
-                    raise AssertionError(f"no complete response: {self.buffer[:300]!r}") from None
-                self.recv_some()
-
-    def closed_by_server(self) -> bool:
-        """Read to the end: True once the server has closed (EOF or reset)."""
-        while self.recv_some():
-            pass
-        return self.eof
-
-    def close(self) -> None:
-        self.sock.close()
+# The hardening tests' name for the shared raw client.
+Raw = RawClient
 
 
 def get(port: int, path: str = "/", timeout: float = TIMEOUT) -> Response:

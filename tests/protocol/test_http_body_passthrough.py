@@ -18,6 +18,7 @@ from shardcorn.loading import Receive, Scope, Send
 from shardcorn.protocol.http import PASS_BODY_MIN
 from shardcorn.testing import serve_in_thread
 from tests.protocol.memory import connect
+from tests.raw import read_until
 
 BODY = bytes(range(256)) * ((3 * PASS_BODY_MIN) // 256 + 7)  # not a multiple of any split
 
@@ -96,14 +97,6 @@ def test_a_small_rest_goes_through_the_parser(loop: asyncio.AbstractEventLoop) -
     client.close()
 
 
-def _read_until(sock: socket.socket, marker: bytes, data: bytes = b"") -> bytes:
-    while marker not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed early; got {data[-200:]!r}"
-        data += chunk
-    return data
-
-
 def test_an_upgrade_right_after_a_passed_body_gets_its_own_bytes() -> None:
     key = base64.b64encode(b"0123456789abcdef")
     upgrade = (
@@ -120,9 +113,9 @@ def test_an_upgrade_right_after_a_passed_body_gets_its_own_bytes() -> None:
         sock.sendall(request[:1000])
         time.sleep(0.05)  # read on its own: the rest of the body is then passed through
         sock.sendall(request[1000:] + upgrade + frame)  # the frame rides with the head
-        data = _read_until(sock, b"HTTP/1.1 101")
+        data = read_until(sock, b"HTTP/1.1 101")
         first, _, rest = data.partition(b"HTTP/1.1 101")
         assert first.startswith(b"HTTP/1.1 200 OK\r\n")
         assert first.endswith(b"%d:%d" % (len(BODY), hash(BODY)))
-        tail = _read_until(sock, b"\x81\x02hi", rest)
+        tail = read_until(sock, b"\x81\x02hi", rest)
         assert b"\x81\x02hi" in tail

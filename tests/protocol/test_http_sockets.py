@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,62 +21,10 @@ from shardcorn.demo import app as demo_app
 from shardcorn.metrics import stats as slots
 from shardcorn.metrics.stats import StatsReader
 from shardcorn.testing import ThreadServer, serve_in_thread
-from tests.protocol.memory import IncompleteResponseError, Response, parse_response
+from tests.raw import RawClient
 
 Message = dict[str, Any]
 TIMEOUT = 5.0
-
-
-class RawClient:
-    """A blocking socket with a timeout on every operation, reading whole responses."""
-
-    def __init__(self, server: ThreadServer) -> None:
-        self.sock = socket.create_connection((server.host, server.port), timeout=TIMEOUT)
-        self.sock.settimeout(TIMEOUT)
-        self.buffer = b""
-        self.eof = False
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _recv(self) -> bool:
-        try:
-            data = self.sock.recv(65536)
-        except ConnectionResetError:
-            data = b""
-        if not data:
-            self.eof = True
-            return False
-        self.buffer += data
-        return True
-
-    def read_response(self, head: bool = False) -> Response:
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            try:
-                response, self.buffer = parse_response(self.buffer, head, eof=self.eof)
-                return response
-            except IncompleteResponseError:
-                if self.eof or time.monotonic() > deadline:
-                    raise AssertionError(f"no complete response; got {self.buffer!r}") from None
-                self._recv()
-
-    def read_until(self, marker: bytes) -> bytes:
-        while marker not in self.buffer:
-            if not self._recv():
-                raise AssertionError(f"connection closed before {marker!r}: {self.buffer!r}")
-        head, _, self.buffer = self.buffer.partition(marker)
-        return head + marker
-
-    def assert_closed(self) -> None:
-        """The server closes the connection (EOF) with nothing more to read."""
-        while self._recv():
-            pass
-        assert self.eof
-        assert self.buffer == b""
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture
@@ -88,7 +35,7 @@ def server(loop_name: str) -> Iterator[ThreadServer]:
 
 @pytest.fixture
 def raw(server: ThreadServer) -> Iterator[RawClient]:
-    client = RawClient(server)
+    client = RawClient(server.port, server.host, TIMEOUT)
     yield client
     client.close()
 
@@ -149,23 +96,23 @@ def test_raw_pipelining(raw: RawClient) -> None:
         b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
         b"GET /json HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
     )
-    assert raw.read_response().body == b"Hello, world!"
-    assert raw.read_response().body == b"abc"
-    last = raw.read_response()
+    assert raw.response().body == b"Hello, world!"
+    assert raw.response().body == b"abc"
+    last = raw.response()
     assert last.header(b"connection") == b"close" and b"Hello" in last.body
     raw.assert_closed()
 
 
 def test_raw_http10(raw: RawClient) -> None:
     raw.send(b"GET / HTTP/1.0\r\n\r\n")
-    assert raw.read_response().body == b"Hello, world!"
+    assert raw.response().body == b"Hello, world!"
     raw.assert_closed()
 
 
 def test_raw_http10_keep_alive(raw: RawClient) -> None:
     for _ in range(2):
         raw.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-        response = raw.read_response()
+        response = raw.response()
         assert response.header(b"connection") == b"keep-alive"
 
 
@@ -173,7 +120,7 @@ def test_raw_expect_100_continue(raw: RawClient) -> None:
     raw.send(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
     assert raw.read_until(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
     raw.send(b"hello")
-    assert raw.read_response().body == b"hello"
+    assert raw.response().body == b"hello"
 
 
 @pytest.mark.parametrize(
@@ -192,7 +139,7 @@ def test_raw_malformed(raw: RawClient, request_bytes: bytes, status: int) -> Non
     # The server may answer and close before it has read everything.
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         raw.send(request_bytes)
-    response = raw.read_response()
+    response = raw.response()
     assert response.status == status
     assert response.header(b"connection") == b"close"
     raw.assert_closed()
@@ -204,15 +151,15 @@ def test_raw_malformed_one_byte_at_a_time(raw: RawClient) -> None:
             raw.send(bytes([byte]))
         except (BrokenPipeError, ConnectionResetError):
             break  # answered and closed before the last bytes
-    assert raw.read_response().status == 400
+    assert raw.response().status == 400
     raw.assert_closed()
 
 
 def test_keep_alive_timeout_closes(loop_name: str) -> None:
     with serve_in_thread(demo_app, loop=loop_name, timeout_keep_alive=0.2) as server:
-        raw = RawClient(server)
+        raw = RawClient(server.port, server.host, TIMEOUT)
         raw.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-        raw.read_response()
+        raw.response()
         start = time.monotonic()
         raw.assert_closed()
         assert 0.15 <= time.monotonic() - start < 3
@@ -234,16 +181,16 @@ def test_limit_concurrency(loop_name: str) -> None:
         await send({"type": "http.response.body", "body": scope["path"].encode()})
 
     with serve_in_thread(app, loop=loop_name, limit_concurrency=1) as server:
-        blocker = RawClient(server)
+        blocker = RawClient(server.port, server.host, TIMEOUT)
         blocker.send(b"GET /block HTTP/1.1\r\nHost: a\r\n\r\n")
         assert entered.wait(TIMEOUT)
-        rejected = RawClient(server)
+        rejected = RawClient(server.port, server.host, TIMEOUT)
         rejected.send(b"GET /other HTTP/1.1\r\nHost: a\r\n\r\n")
-        response = rejected.read_response()
+        response = rejected.response()
         assert response.status == 503 and response.header(b"connection") == b"close"
         rejected.assert_closed()
         release.set()
-        assert blocker.read_response().body == b"/block"
+        assert blocker.response().body == b"/block"
         blocker.close()
         rejected.close()
 
@@ -263,7 +210,7 @@ def test_client_disconnect_reaches_the_app(loop_name: str) -> None:
                 return
 
     with serve_in_thread(app, loop=loop_name) as server:
-        raw = RawClient(server)
+        raw = RawClient(server.port, server.host, TIMEOUT)
         raw.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\npartial")
         deadline = time.monotonic() + TIMEOUT
         while "http.request" not in seen and time.monotonic() < deadline:
@@ -279,9 +226,9 @@ def test_app_exception_gives_500_and_close(loop_name: str) -> None:
             raise ValueError("deliberate")
 
     with serve_in_thread(app, loop=loop_name) as server:
-        raw = RawClient(server)
+        raw = RawClient(server.port, server.host, TIMEOUT)
         raw.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-        response = raw.read_response()
+        response = raw.response()
         assert response.status == 500 and response.header(b"connection") == b"close"
         raw.assert_closed()
         raw.close()
@@ -323,17 +270,17 @@ def test_graceful_shutdown_finishes_in_flight_and_closes_idle(loop_name: str) ->
         await send({"type": "http.response.body", "body": b"done " + scope["path"].encode()})
 
     with serve_in_thread(app, loop=loop_name) as server:
-        idle = RawClient(server)
+        idle = RawClient(server.port, server.host, TIMEOUT)
         idle.send(b"GET /idle HTTP/1.1\r\nHost: a\r\n\r\n")
-        assert idle.read_response().body == b"done /idle"
-        busy = RawClient(server)
+        assert idle.response().body == b"done /idle"
+        busy = RawClient(server.port, server.host, TIMEOUT)
         busy.send(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
         assert entered.wait(TIMEOUT)
         server.call(server.shard.stop)
         idle.assert_closed()  # the idle keep-alive connection is closed at once
         assert not busy.eof
         release.set()
-        response = busy.read_response()
+        response = busy.response()
         assert response.body == b"done /slow"
         assert response.header(b"connection") == b"close"
         busy.assert_closed()
@@ -357,7 +304,7 @@ def test_graceful_shutdown_cancels_after_the_timeout(loop_name: str) -> None:
             raise
 
     with serve_in_thread(app, loop=loop_name, timeout_graceful_shutdown=0.2) as server:
-        raw = RawClient(server)
+        raw = RawClient(server.port, server.host, TIMEOUT)
         raw.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         assert entered.wait(TIMEOUT)
         start = time.monotonic()
@@ -403,7 +350,7 @@ def test_cancelled_requests_unwind_before_lifespan_shutdown(loop_name: str) -> N
             raise
 
     with serve_in_thread(app, loop=loop_name, timeout_graceful_shutdown=0.1) as server:
-        raw = RawClient(server)
+        raw = RawClient(server.port, server.host, TIMEOUT)
         raw.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         assert entered.wait(TIMEOUT)
         server.call(server.shard.stop)

@@ -8,6 +8,7 @@ import socket
 
 from shardcorn.loading import Receive, Scope, Send
 from shardcorn.testing import serve_in_thread
+from tests.raw import read_until
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -26,14 +27,6 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             await send({"type": "websocket.close", "code": 1000})
 
 
-def _read_until(sock: socket.socket, marker: bytes, data: bytes = b"") -> bytes:
-    while marker not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed early; got {data!r}"
-        data += chunk
-    return data
-
-
 def test_upgrade_behind_a_pending_request_is_answered_in_order() -> None:
     key = base64.b64encode(b"0123456789abcdef")
     upgrade = (
@@ -45,16 +38,16 @@ def test_upgrade_behind_a_pending_request_is_answered_in_order() -> None:
         socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock,
     ):
         sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + upgrade)
-        data = _read_until(sock, b"\r\n\r\n", b"")
-        data = _read_until(sock, b"HTTP/1.1 101", data)
+        data = read_until(sock, b"\r\n\r\n", b"")
+        data = read_until(sock, b"HTTP/1.1 101", data)
         first, _, rest = data.partition(b"HTTP/1.1 101")
         assert first.startswith(b"HTTP/1.1 200 OK\r\n")
         assert first.endswith(b"\r\n\r\nfirst")
-        rest = _read_until(sock, b"\r\n\r\n", rest)
+        rest = read_until(sock, b"\r\n\r\n", rest)
         # A masked text frame "hi"; the echo comes back unmasked.
         mask = b"\x01\x02\x03\x04"
         payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"hi"))
         sock.sendall(b"\x81\x82" + mask + payload)
         tail = rest.partition(b"\r\n\r\n")[2]
-        tail = _read_until(sock, b"\x81\x02hi", tail)
+        tail = read_until(sock, b"\x81\x02hi", tail)
         assert b"\x81\x02hi" in tail
