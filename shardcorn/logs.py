@@ -48,6 +48,26 @@ def escape_bytes(data: bytes) -> str:
     return escape(data.decode("latin-1"))
 
 
+def log_request(scope: dict[str, Any], method: str, status: int) -> None:
+    """The access log line of one HTTP request or WebSocket handshake.
+
+    Every network-supplied field is escaped, the client address too: X-Forwarded-For may
+    put any text in it, a double quote as well.
+    """
+    client = scope.get("client")
+    path = scope["path"]  # already includes root_path
+    query = scope["query_string"]
+    target = f"{path}?{query.decode('latin-1')}" if query else path
+    access_log.info(
+        '%s - "%s %s HTTP/%s" %d',
+        escape(f"{client[0]}:{client[1]}") if client else "-",
+        escape(method),
+        escape(target),
+        scope["http_version"],
+        status,
+    )
+
+
 # Every record of both loggers has its control characters escaped, whatever built it: an
 # exception message from the app, a WebSocket close reason, an address from X-Forwarded-For.
 # Only control characters (and the line and paragraph separators some viewers break lines on)

@@ -29,7 +29,7 @@ from collections.abc import MutableMapping
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from shardcorn.logs import access_log, error_log, escape
+from shardcorn.logs import error_log, log_request
 from shardcorn.protocol.response import AppProtocolError, ResponseWriter
 
 if TYPE_CHECKING:
@@ -236,21 +236,7 @@ class RequestCycle:
         self.started = True
 
     def log_access(self, status: int) -> None:
-        scope = self.scope
-        client = scope.get("client")
-        # (escaped: X-Forwarded-For may put any text, a double quote too, in the address)
-        address = escape(f"{client[0]}:{client[1]}") if client else "-"
-        path = scope["path"]  # already includes root_path
-        query = scope["query_string"]
-        target = f"{path}?{query.decode('latin-1')}" if query else path
-        access_log.info(
-            '%s - "%s %s HTTP/%s" %d',
-            address,
-            escape(self.method),
-            escape(target),
-            scope["http_version"],
-            status,
-        )
+        log_request(self.scope, self.method, status)
 
     # -- running the app -------------------------------------------------------------------
     async def run(self) -> None:

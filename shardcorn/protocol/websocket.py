@@ -46,7 +46,7 @@ from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Message, Ping, Pong
 from wsproto.extensions import Extension
 
-from shardcorn.logs import TRACE, access_log, error_log, escape
+from shardcorn.logs import TRACE, error_log, log_request
 from shardcorn.protocol.context import Connection, ShardContext
 from shardcorn.protocol.errors import error_response
 from shardcorn.protocol.response import AppProtocolError, ResponseWriter
@@ -189,18 +189,7 @@ class WebSocketProtocol(asyncio.Protocol, Connection):
             self._log_access(status)
 
     def _log_access(self, status: int) -> None:
-        scope = self.scope
-        client = scope.get("client")
-        query = scope["query_string"]
-        target = scope["path"] + ("?" + query.decode("latin-1") if query else "")
-        access_log.info(
-            '%s - "%s %s HTTP/%s" %d',
-            escape(f"{client[0]}:{client[1]}") if client else "-",  # may be X-Forwarded-For
-            escape(self.method),
-            escape(target),
-            scope["http_version"],
-            status,
-        )
+        log_request(self.scope, self.method, status)
 
     def _refuse(
         self, status: int, detail: str | None, extra_headers: bytes = b"", code: int = 1006

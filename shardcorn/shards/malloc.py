@@ -5,8 +5,8 @@ Left to itself, glibc serves a new size with ``mmap`` until one such block has b
 and gives the top of its heap back to the kernel as soon as twice the largest block freed so
 far lies unused there. A server answering large bodies keeps crossing those lines: each time,
 the next allocation faults its pages back in, one kernel trap and one zeroed 4 KiB page at a
-time. On the ``echo1m`` benchmark (1 MiB POSTs echoed back, bench/) that was 0.3 to 23 page
-faults per request, varying from run to run, and the same for uvicorn; with the thresholds
+time. On the ``echo1m`` benchmark (1 MiB POSTs echoed back, bench/) that was 0.3 to 53 page
+faults per request, varying from run to run (uvicorn: up to 23); with the thresholds
 below, none after warm-up.
 
 The price is memory kept for reuse: up to :data:`TRIM_THRESHOLD` of free heap per process
