@@ -74,7 +74,7 @@ from shardcorn.shards.sockets import (
     bind_tcp,
     shares_one_socket,
 )
-from shardcorn.shards.tls import TLSError, create_ssl_context
+from shardcorn.shards.tls import TLSError
 
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 30.0
@@ -144,7 +144,7 @@ class Supervisor:
         config = self.config
         app: ASGIApp | None = None
         try:
-            create_ssl_context(config)
+            # (TLS settings were checked by launcher.startup_checks; each shard builds its own)
             probe = new_event_loop(config.loop)
             self._loop_name = loop_name(probe)
             probe.close()
